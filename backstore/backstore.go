@@ -1,0 +1,111 @@
+// Package backstore is the storage under a logical unit: regular files and
+// block devices accessed with pread/pwritev, fdatasync, fallocate and
+// BLKDISCARD through golang.org/x/sys/unix, plus an in-memory device for
+// tests.
+//
+// The package speaks bytes and errors, never SCSI: the scsi package maps
+// the errors returned here (ErrIO, ErrNoSpace, ...) to sense data.
+package backstore
+
+import (
+	"context"
+	"errors"
+)
+
+// Errors a Device returns, wrapped with detail (use errors.Is). The scsi
+// package maps them to sense data: ErrIO to MEDIUM ERROR, ErrNoSpace to the
+// space-allocation-failed sense, ErrOutOfRange to LBA OUT OF RANGE.
+var (
+	ErrIO          = errors.New("backstore: I/O error")
+	ErrNoSpace     = errors.New("backstore: no space left on the backing store")
+	ErrOutOfRange  = errors.New("backstore: access beyond the end of the device")
+	ErrReadOnly    = errors.New("backstore: device is read-only")
+	ErrClosed      = errors.New("backstore: device is closed")
+	ErrUnsupported = errors.New("backstore: operation not supported by this device")
+)
+
+// WriteFlags modify a single write.
+type WriteFlags uint8
+
+const (
+	// WriteFUA makes the write durable before WriteAt returns (SBC FUA bit,
+	// or any write while the volatile write cache is disabled).
+	WriteFUA WriteFlags = 1 << iota
+)
+
+// Info describes a device. It is fixed at open time except Size, which
+// changes when the backing file or device is resized.
+type Info struct {
+	// Size in bytes.
+	Size int64
+	// LogicalBlockSize is the device's logical sector size for block
+	// devices (BLKSSZGET), 0 for regular files.
+	LogicalBlockSize uint32
+	// PhysicalBlockSize (BLKPBSZGET, or the file system block size).
+	PhysicalBlockSize uint32
+	// BlockDevice is true for a block device.
+	BlockDevice bool
+	// ReadOnly is true when the device was opened read-only.
+	ReadOnly bool
+	// Rotational is true when the device reports itself as rotational.
+	Rotational bool
+	// CanUnmap is true when Unmap deallocates (punch hole / BLKDISCARD).
+	CanUnmap bool
+	// UnmapZeroes is true when reading unmapped ranges returns zeros.
+	UnmapZeroes bool
+	// Direct is true when the device does I/O with O_DIRECT.
+	Direct bool
+}
+
+// Device is the storage a logical unit reads and writes. Offsets and lengths
+// are in bytes; the caller (the scsi package) keeps them within Size and
+// aligned to its block size. All methods are safe for concurrent use.
+//
+// ctx is the task's context: it is cancelled when the task is aborted. File
+// I/O cannot be interrupted once issued, but an implementation checks ctx
+// before it starts and between the pieces of a long operation.
+type Device interface {
+	// ReadAt fills p from offset off.
+	ReadAt(ctx context.Context, p []byte, off int64) error
+	// WriteAt writes p at offset off; with WriteFUA, p is durable on return.
+	WriteAt(ctx context.Context, p []byte, off int64, flags WriteFlags) error
+	// Flush makes every completed write durable (fdatasync).
+	Flush(ctx context.Context) error
+	// Info returns the device's description.
+	Info() Info
+	// Close flushes and releases the device.
+	Close() error
+}
+
+// Unmapper is implemented by devices that can deallocate ranges (thin
+// provisioning): fallocate(PUNCH_HOLE) on files, BLKDISCARD on block devices.
+type Unmapper interface {
+	Unmap(ctx context.Context, off, length int64) error
+}
+
+// ZeroWriter is implemented by devices that can write zeros to a range
+// without transferring them (fallocate ZERO_RANGE, BLKZEROOUT).
+type ZeroWriter interface {
+	WriteZeroes(ctx context.Context, off, length int64) error
+}
+
+// Extent is a run of bytes that is either mapped (holds data) or a hole.
+type Extent struct {
+	Offset int64
+	Length int64
+	Mapped bool
+}
+
+// ExtentMapper is implemented by devices that can report allocation
+// (SEEK_DATA/SEEK_HOLE on files), for GET LBA STATUS.
+type ExtentMapper interface {
+	// Extents returns the extents covering [off, off+length), in order,
+	// merged, at most max of them (the last one may extend past the range).
+	Extents(ctx context.Context, off, length int64, max int) ([]Extent, error)
+}
+
+// Resizer is implemented by devices whose size can change while open; Refresh
+// re-reads the size of the backing file or device.
+type Resizer interface {
+	Refresh() (Info, error)
+}
