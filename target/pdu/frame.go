@@ -65,24 +65,55 @@ func ReadHeader(r io.Reader, h *Header, d Digests, maxData int) error {
 // digests on, its digest. The whole segment is consumed even when the digest
 // does not match, so the caller may answer with a Reject and keep reading.
 func ReadData(r io.Reader, dst []byte, d Digests) error {
+	return ReadSegment(r, dst, len(dst), nil, d)
+}
+
+// ReadSegment reads a data segment of n bytes, keeping the first len(dst)
+// of them in dst (len(dst) <= n) and dropping the rest through scratch,
+// then its padding and digest. The digest covers the whole segment.
+func ReadSegment(r io.Reader, dst []byte, n int, scratch []byte, d Digests) error {
+	if n == 0 {
+		// An empty data segment has neither padding nor digest (RFC 7143 §11.2).
+		return nil
+	}
+	if len(dst) > n {
+		dst = dst[:n]
+	}
 	if _, err := io.ReadFull(r, dst); err != nil {
 		return err
 	}
-	var tail [3 + DigestLen]byte
-	pad := Pad(len(dst))
-	n := pad
+	crc := uint32(0)
 	if d.Data {
-		n += DigestLen
+		crc = CRC32C(dst)
 	}
-	if n == 0 {
+	for rest := n - len(dst); rest > 0; {
+		c := min(rest, len(scratch))
+		if c == 0 {
+			return fmt.Errorf("iscsi: ReadSegment needs a scratch buffer")
+		}
+		if _, err := io.ReadFull(r, scratch[:c]); err != nil {
+			return err
+		}
+		if d.Data {
+			crc = UpdateCRC32C(crc, scratch[:c])
+		}
+		rest -= c
+	}
+	var tail [3 + DigestLen]byte
+	pad := Pad(n)
+	m := pad
+	if d.Data {
+		m += DigestLen
+	}
+	if m == 0 {
 		return nil
 	}
-	if _, err := io.ReadFull(r, tail[:n]); err != nil {
+	if _, err := io.ReadFull(r, tail[:m]); err != nil {
 		return err
 	}
 	if d.Data {
-		crc := UpdateCRC32C(CRC32C(dst), tail[:pad])
-		if got := GetDigest(tail[pad:n]); got != crc {
+		crc = UpdateCRC32C(crc, tail[:pad])
+		if got := GetDigest(tail[pad:m]); got != crc {
 			return fmt.Errorf("%w: got %08x, computed %08x", ErrBadDataDigest, got, crc)
 		}
 	}
@@ -93,28 +124,7 @@ func ReadData(r io.Reader, dst []byte, d Digests) error {
 // digest, using scratch as the bounce buffer. It verifies the digest, so a
 // corrupted segment is still reported.
 func DiscardData(r io.Reader, n int, scratch []byte, d Digests) error {
-	crc := CRC32C(nil)
-	total := n + Pad(n)
-	for total > 0 {
-		c := min(total, len(scratch))
-		if _, err := io.ReadFull(r, scratch[:c]); err != nil {
-			return err
-		}
-		if d.Data {
-			crc = UpdateCRC32C(crc, scratch[:c])
-		}
-		total -= c
-	}
-	if d.Data {
-		var dg [DigestLen]byte
-		if _, err := io.ReadFull(r, dg[:]); err != nil {
-			return err
-		}
-		if got := GetDigest(dg[:]); got != crc {
-			return fmt.Errorf("%w: got %08x, computed %08x", ErrBadDataDigest, got, crc)
-		}
-	}
-	return nil
+	return ReadSegment(r, nil, n, scratch, d)
 }
 
 // HeaderDigest returns the digest of a BHS followed by ahs.
@@ -150,7 +160,7 @@ func (t *Tail) ComputeCRC(d Digests, total int, crc uint32) {
 	pad := Pad(total)
 	t.buf = [len(t.buf)]byte{}
 	t.n = pad
-	if d.Data {
+	if d.Data && total > 0 {
 		crc = UpdateCRC32C(crc, t.buf[:pad])
 		PutDigest(t.buf[pad:], crc)
 		t.n += DigestLen
