@@ -55,6 +55,12 @@ type Info struct {
 	UnmapZeroes bool
 	// Direct is true when the device does I/O with O_DIRECT.
 	Direct bool
+	// IOAlignment, when non-zero, is the unit that offsets and lengths of
+	// ReadAt, WriteAt and WriteZeroes must be multiples of (O_DIRECT), and
+	// buffers must start on such a boundary too, up to 4096 bytes: buffers
+	// from internal/bufpool always qualify. Misaligned I/O fails with
+	// ErrMisaligned. 0 means any offset, length and buffer will do.
+	IOAlignment uint32
 }
 
 // Device is the storage a logical unit reads and writes. Offsets and lengths

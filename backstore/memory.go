@@ -8,7 +8,8 @@ import (
 
 // Memory is a Device backed by a byte slice, for tests and for the
 // in-process test target. It supports Unmap (the range reads back as zeros)
-// and reports its extents at MemoryGranule resolution.
+// and WriteZeroes, and reports its extents at MemoryGranule resolution.
+// Writes are immediately "durable": Flush only counts calls.
 type Memory struct {
 	mu       sync.RWMutex
 	data     []byte
@@ -54,7 +55,8 @@ func (m *Memory) check(off, n int64) error {
 	if m.closed {
 		return ErrClosed
 	}
-	if off < 0 || n < 0 || off+n > int64(len(m.data)) {
+	// Written so that off+n cannot overflow.
+	if off < 0 || n < 0 || off > int64(len(m.data)) || n > int64(len(m.data))-off {
 		return fmt.Errorf("%w: [%d, %d) of %d", ErrOutOfRange, off, off+n, len(m.data))
 	}
 	return nil
@@ -103,6 +105,9 @@ func (m *Memory) mark(off, n int64, mapped bool) {
 
 // Flush implements Device.
 func (m *Memory) Flush(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -136,6 +141,9 @@ func (m *Memory) Close() error {
 // Unmap implements Unmapper: the range reads back as zeros. Whole granules
 // inside the range become unmapped.
 func (m *Memory) Unmap(ctx context.Context, off, length int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(off, length); err != nil {
@@ -153,8 +161,30 @@ func (m *Memory) Unmap(ctx context.Context, off, length int64) error {
 	return nil
 }
 
+// WriteZeroes implements ZeroWriter. The range counts as mapped afterwards,
+// as it would on a thick-provisioned disk.
+func (m *Memory) WriteZeroes(ctx context.Context, off, length int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(off, length); err != nil {
+		return err
+	}
+	if m.readOnly {
+		return ErrReadOnly
+	}
+	clear(m.data[off : off+length])
+	m.mark(off, length, true)
+	return nil
+}
+
 // Extents implements ExtentMapper.
 func (m *Memory) Extents(ctx context.Context, off, length int64, max int) ([]Extent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if err := m.check(off, length); err != nil {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package backstore
+
+const raceEnabled = false
