@@ -194,8 +194,8 @@ func TestRoundTrips(t *testing.T) {
 		Unmarshal(*BHS) error
 	}
 	cases := []struct {
-		name     string
-		in, out  codec
+		name    string
+		in, out codec
 	}{
 		{"DataOut", &DataOut{Final: true, LUN: 1 << 48, InitiatorTaskTag: 1, TargetTransferTag: 2, ExpStatSN: 3, DataSN: 4, BufferOffset: 5}, &DataOut{}},
 		{"NOPOut", &NOPOut{Immediate: true, LUN: 7, InitiatorTaskTag: 1, TargetTransferTag: ReservedTag, CmdSN: 9, ExpStatSN: 10}, &NOPOut{}},

@@ -1,0 +1,76 @@
+# iscsi-target: build, test, benchmark.
+#
+#   make test         everything CI runs: vet, unit tests with -race, short
+#                     fuzzing, end-to-end tests with libiscsi and the Linux
+#                     kernel initiator (installs the Debian packages it needs)
+#   make build        the daemon in bin/
+#   make conformance  the libiscsi suite, ours beside tgt and gotgt v0.2.2
+#   make fuzz         long fuzzing runs (FUZZTIME per target, default 5m)
+
+SHELL     := /bin/bash
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+FUZZTIME  ?= 5m
+E2E_TIMEOUT ?= 45m
+export ISCSI_TARGET_CACHE ?= $(CURDIR)/out/cache
+
+# Debian packages the tests use: libiscsi tools and QEMU's libiscsi driver
+# (libiscsi end-to-end), QEMU system emulation and the pieces of the guest
+# kit (kernel-initiator end-to-end), tgt and iproute2 (peer comparison).
+DEB_PACKAGES := libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common \
+	busybox-static cpio socat kmod iproute2 tgt fio
+
+# Fuzz targets run briefly by `make test` and at length by `make fuzz`:
+# package:FuzzName pairs.
+FUZZ_TARGETS := \
+	./target/pdu:FuzzBHS \
+	./target/pdu:FuzzTextKeys
+
+.PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/iscsi-target ./cmd/iscsi-target
+
+test: deps vet unit fuzz-short e2e
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing </dev/null; \
+	fi
+
+vet:
+	@fmt=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+fuzz-short:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name (10s)"; \
+		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=10s $$pkg; \
+	done
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+e2e:
+	@mkdir -p out
+	$(GO) test -race -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./test/e2e/... 2>&1 | tee out/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^\s+\S+_test.go' ; exit $${PIPESTATUS[0]}
+
+clean:
+	rm -rf bin out/e2e.log

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/iscsi-target/iscsi-target/backstore"
+	"github.com/iscsi-target/iscsi-target/scsi"
+	"github.com/iscsi-target/iscsi-target/target"
+)
+
+// defaultLUNSize is the size of the sparse LUN created when no --lun is given.
+const defaultLUNSize = 1 << 30
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "serve LUNs over iSCSI",
+		Description: `Serves one iSCSI target with the given LUNs until SIGTERM or SIGINT.
+
+LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=S][,id=N][,direct]
+  A missing PATH with size= is created as a sparse file. PATH may be a block device.
+  SIZE accepts bytes or units: 512MiB, 4GiB, 1TB. Without --lun, a 1 GiB sparse
+  file default-lun0.img is created in the state directory.`,
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "listen", Usage: "`HOST:PORT` to listen on (repeatable)", Value: cli.NewStringSlice("0.0.0.0:3260")},
+			&cli.StringSliceFlag{Name: "advertise", Usage: "portal `HOST:PORT` returned by SendTargets (repeatable; default: the local address of the connection)"},
+			&cli.StringFlag{Name: "iqn", Usage: "target `NAME` (default iqn.2026-11.io.iscsi-target:<hostname>)"},
+			&cli.StringSliceFlag{Name: "lun", Usage: "LUN `SPEC` (repeatable, numbered 0,1,2... in order)"},
+			&cli.StringFlag{Name: "access", Value: "single-writer", Usage: "`MODE`: single-writer (one initiator name may write) or shared"},
+			&cli.StringFlag{Name: "state-dir", Usage: "`DIR` for persistent state (default /var/lib/iscsi-target, or ~/.local/state/iscsi-target when not root)"},
+			&cli.DurationFlag{Name: "nop-interval", Value: 5 * time.Second, Usage: "send a NOP-In ping after this much silence (0 disables)"},
+			&cli.DurationFlag{Name: "nop-timeout", Value: 10 * time.Second, Usage: "declare a connection dead when a ping is not answered in this time"},
+			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long SIGTERM waits for initiators to log out"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn, error"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT`: text or json"},
+		},
+		Action: serve,
+	}
+}
+
+func newLogger(level, format string) (*logrus.Logger, error) {
+	l := logrus.New()
+	l.Out = os.Stderr
+	lv, err := logrus.ParseLevel(level)
+	if err != nil {
+		return nil, usageError("--log-level %q: want debug, info, warn or error", level)
+	}
+	l.SetLevel(lv)
+	switch format {
+	case "text":
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
+	default:
+		return nil, usageError("--log-format %q: want text or json", format)
+	}
+	return l, nil
+}
+
+func defaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/iscsi-target"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "iscsi-target")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "iscsi-target")
+	}
+	return "iscsi-target-state"
+}
+
+func defaultIQN() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "localhost"
+	}
+	return "iqn.2026-11.io.iscsi-target:" + strings.ToLower(h)
+}
+
+// serveConfig is everything serve needs, parsed and checked before any
+// file is touched.
+type serveConfig struct {
+	listen    []string
+	advertise []string
+	iqn       string
+	luns      []lunSpec
+	access    string
+	stateDir  string
+	nopIntv   time.Duration
+	nopTmo    time.Duration
+	shutdown  time.Duration
+}
+
+func parseServe(c *cli.Context) (*serveConfig, error) {
+	sc := &serveConfig{
+		listen:    c.StringSlice("listen"),
+		advertise: c.StringSlice("advertise"),
+		iqn:       c.String("iqn"),
+		access:    c.String("access"),
+		stateDir:  c.String("state-dir"),
+		nopIntv:   c.Duration("nop-interval"),
+		nopTmo:    c.Duration("nop-timeout"),
+		shutdown:  c.Duration("shutdown-timeout"),
+	}
+	if c.NArg() > 0 {
+		return nil, usageError("unexpected arguments %q (LUNs are given with --lun)", c.Args().Slice())
+	}
+	if sc.iqn == "" {
+		sc.iqn = defaultIQN()
+	}
+	if !validTargetName(sc.iqn) {
+		return nil, usageError("--iqn %q: not an iSCSI name (iqn.YYYY-MM.reverse.domain[:id], eui.<16 hex> or naa.<hex>)", sc.iqn)
+	}
+	if sc.stateDir == "" {
+		sc.stateDir = defaultStateDir()
+	}
+	for _, l := range sc.listen {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return nil, usageError("--listen %q: %v (use HOST:PORT, [::1]:3260 for IPv6)", l, err)
+		}
+	}
+	for _, a := range sc.advertise {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, usageError("--advertise %q: %v", a, err)
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			return nil, usageError("--advertise %q: a wildcard address cannot be reached by initiators", a)
+		}
+	}
+	switch sc.access {
+	case "single-writer", "shared":
+	default:
+		return nil, usageError("--access %q: want single-writer or shared", sc.access)
+	}
+	if sc.nopIntv < 0 || sc.nopTmo <= 0 {
+		return nil, usageError("--nop-interval must be >= 0 and --nop-timeout > 0")
+	}
+	specs := c.StringSlice("lun")
+	if len(specs) == 0 {
+		specs = []string{filepath.Join(sc.stateDir, "default-lun0.img") + fmt.Sprintf(",size=%d", defaultLUNSize)}
+	}
+	for i, s := range specs {
+		ls, err := parseLUNSpec(s)
+		if err != nil {
+			return nil, usageError("--lun %q (LUN %d): %v", s, i+1, err)
+		}
+		sc.luns = append(sc.luns, ls)
+	}
+	if err := assignIDs(sc.luns); err != nil {
+		return nil, usageError("%v", err)
+	}
+	return sc, nil
+}
+
+// validTargetName checks the iSCSI name forms of RFC 7143 §4.2.7.
+func validTargetName(n string) bool {
+	l := strings.ToLower(n)
+	if len(n) > 223 || n != l && !strings.HasPrefix(l, "naa.") {
+		// iqn names are case-insensitive and should be lower case.
+		return false
+	}
+	switch {
+	case strings.HasPrefix(l, "iqn."):
+		rest := l[4:]
+		return len(rest) > 8 && rest[4] == '-' && !strings.ContainsAny(rest, " ,")
+	case strings.HasPrefix(l, "eui."):
+		return len(l) == 20
+	case strings.HasPrefix(l, "naa."):
+		return len(l) == 20 || len(l) == 36
+	}
+	return false
+}
+
+func serve(c *cli.Context) error {
+	logger, err := newLogger(c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return err
+	}
+	sc, err := parseServe(c)
+	if err != nil {
+		return err
+	}
+	log := logrus.NewEntry(logger)
+	if err := os.MkdirAll(sc.stateDir, 0o700); err != nil {
+		return &exitError{code: exitFailure, err: fmt.Errorf("state directory: %w", err)}
+	}
+	lus, err := openLUNs(sc, log)
+	if err != nil {
+		return err
+	}
+	closeLUs := func() {
+		for _, lu := range lus {
+			if err := lu.Close(); err != nil {
+				log.WithError(err).WithField("lun", lu.ID()).Error("closing LUN")
+			}
+		}
+	}
+	router, err := scsi.NewRouter(lus)
+	if err != nil {
+		closeLUs()
+		return &exitError{code: exitUsage, err: err}
+	}
+	srv, err := target.NewServer(target.Config{
+		Nodes:       []*target.Node{{Name: sc.iqn, Router: router}},
+		Advertise:   sc.advertise,
+		NOPInterval: nopInterval(sc.nopIntv),
+		NOPTimeout:  sc.nopTmo,
+		Log:         log,
+	})
+	if err != nil {
+		closeLUs()
+		return &exitError{code: exitUsage, err: err}
+	}
+
+	var listeners []net.Listener
+	for _, a := range sc.listen {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, x := range listeners {
+				x.Close()
+			}
+			closeLUs()
+			return &exitError{code: exitFailure, err: fmt.Errorf("listen %s: %w", a, err)}
+		}
+		listeners = append(listeners, l)
+	}
+	var wg sync.WaitGroup
+	serveErr := make(chan error, len(listeners))
+	for _, l := range listeners {
+		wg.Add(1)
+		go func(l net.Listener) {
+			defer wg.Done()
+			if err := srv.Serve(l); err != nil && !errors.Is(err, target.ErrServerClosed) {
+				serveErr <- fmt.Errorf("serve %s: %w", l.Addr(), err)
+			}
+		}(l)
+		log.WithField("addr", l.Addr().String()).Info("listening")
+	}
+	for _, s := range sc.luns {
+		log.WithFields(logrus.Fields{"lun": s.ID, "path": s.Path, "ro": s.ReadOnly, "thin": s.Thin,
+			"removable": s.Removable}).Info("LUN ready")
+	}
+	log.WithFields(logrus.Fields{"target": sc.iqn, "access": sc.access, "version": version}).Info("serving")
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	var runErr error
+	select {
+	case sig := <-sigs:
+		log.WithField("signal", sig.String()).Info("shutting down: asking initiators to log out")
+	case runErr = <-serveErr:
+		log.WithError(runErr).Error("listener failed; shutting down")
+	}
+	go func() {
+		sig := <-sigs
+		log.WithField("signal", sig.String()).Warn("second signal: exiting at once")
+		os.Exit(exitFailure)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), sc.shutdown)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.WithError(err).Warn("initiators did not log out in time; connections closed")
+	}
+	wg.Wait()
+	if err := router.Flush(context.Background()); err != nil {
+		log.WithError(err).Error("flushing LUNs")
+		runErr = errors.Join(runErr, err)
+	}
+	if err := router.Close(); err != nil {
+		log.WithError(err).Error("closing LUNs")
+		runErr = errors.Join(runErr, err)
+	}
+	log.Info("stopped")
+	if runErr != nil {
+		return &exitError{code: exitFailure, err: runErr}
+	}
+	return nil
+}
+
+func nopInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1 // disabled
+	}
+	return d
+}
+
+// openLUNs opens every backing store and builds the logical units. On error
+// everything opened so far is closed.
+func openLUNs(sc *serveConfig, log *logrus.Entry) ([]*scsi.LU, error) {
+	var lus []*scsi.LU
+	fail := func(err error) ([]*scsi.LU, error) {
+		for _, lu := range lus {
+			lu.Close()
+		}
+		return nil, err
+	}
+	for _, s := range sc.luns {
+		dev, err := backstore.OpenFile(s.Path, backstore.FileOptions{
+			ReadOnly:   s.ReadOnly,
+			Direct:     s.Direct,
+			CreateSize: s.Size,
+		})
+		if err != nil {
+			return fail(&exitError{code: exitFailure, err: fmt.Errorf("LUN %d: %w", s.ID, err)})
+		}
+		serial := s.Serial
+		if serial == "" {
+			serial = defaultSerial(sc.iqn, s.ID)
+		}
+		lu, err := scsi.NewLU(scsi.LUConfig{
+			ID:        uint16(s.ID),
+			Device:    dev,
+			BlockSize: s.BlockSize,
+			ReadOnly:  s.ReadOnly,
+			Thin:      s.Thin,
+			Removable: s.Removable,
+			Serial:    serial,
+			StatePath: filepath.Join(sc.stateDir, "lun-"+serial+".json"),
+			Log:       log.WithField("lun", s.ID),
+		})
+		if err != nil {
+			dev.Close()
+			return fail(&exitError{code: exitUsage, err: fmt.Errorf("LUN %d (%s): %w", s.ID, s.Path, err)})
+		}
+		lus = append(lus, lu)
+	}
+	return lus, nil
+}

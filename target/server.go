@@ -1,0 +1,407 @@
+// Package target is the iSCSI target of RFC 7143: it accepts TCP
+// connections, runs login and negotiation, keeps sessions and their CmdSN
+// windows, moves SCSI data with R2T/Data-Out and Data-In, answers task
+// management, text and NOP PDUs, and hands SCSI commands to a scsi.Router.
+package target
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/iscsi-target/iscsi-target/internal/bufpool"
+	"github.com/iscsi-target/iscsi-target/scsi"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("iscsi: server closed")
+
+// Node is one iSCSI target node: a target name and the logical units behind
+// it. A Server serves any number of nodes on all its portals.
+type Node struct {
+	// Name is the iSCSI target name (an iqn. or eui. name).
+	Name string
+	// Alias is reported as TargetAlias when set.
+	Alias string
+	// TPGT is the target portal group tag; 0 means 1.
+	TPGT uint16
+	// Router executes SCSI commands for the node's LUNs.
+	Router *scsi.Router
+}
+
+// Config configures a Server. Zero values select the documented defaults.
+type Config struct {
+	// Nodes served. Names must be unique.
+	Nodes []*Node
+	// Advertise lists "host:port" portals returned in SendTargets. Empty
+	// means the local address of the connection the request came in on.
+	Advertise []string
+	// Offer is what the target negotiates; zero fields take defaults:
+	// digests CRC32C and None accepted, MaxRecvDataSegmentLength 256 KiB,
+	// MaxBurstLength 16 MiB-1, FirstBurstLength 256 KiB, InitialR2T No,
+	// ImmediateData Yes, MaxOutstandingR2T 8, DefaultTime2Wait 2,
+	// DefaultTime2Retain 20.
+	Offer Offer
+	// CmdWindow is the number of commands a session may have in flight
+	// (the CmdSN window, RFC 7143 §4.2.2.1); default 128.
+	CmdWindow int
+	// NOPInterval is how long a connection may be silent before the target
+	// sends a NOP-In ping; default 5 s, negative disables pings.
+	NOPInterval time.Duration
+	// NOPTimeout is how long a ping may go unanswered before the
+	// connection is declared dead; default 10 s. It also sets
+	// TCP_USER_TIMEOUT on accepted connections.
+	NOPTimeout time.Duration
+	// LoginTimeout bounds the whole login phase; default 15 s.
+	LoginTimeout time.Duration
+	// LogoutTime2Wait is the Parameter3 of the logout request sent at
+	// shutdown (seconds the initiator should wait); default 0.
+	LogoutTime2Wait uint16
+	// Log receives the server's log; nil discards.
+	Log *logrus.Entry
+}
+
+func (c *Config) setDefaults() {
+	o := &c.Offer
+	if len(o.HeaderDigests) == 0 {
+		o.HeaderDigests = []string{"CRC32C", "None"}
+	}
+	if len(o.DataDigests) == 0 {
+		o.DataDigests = []string{"CRC32C", "None"}
+	}
+	if o.MaxRecvDataSegmentLength == 0 {
+		o.MaxRecvDataSegmentLength = 256 << 10
+	}
+	if o.MaxBurstLength == 0 {
+		o.MaxBurstLength = maxSegmentLength
+	}
+	if o.FirstBurstLength == 0 {
+		o.FirstBurstLength = 256 << 10
+	}
+	if o.MaxOutstandingR2T == 0 {
+		o.MaxOutstandingR2T = 8
+	}
+	if o.DefaultTime2Wait == 0 {
+		o.DefaultTime2Wait = 2
+	}
+	if o.DefaultTime2Retain == 0 {
+		o.DefaultTime2Retain = 20
+	}
+	if c.CmdWindow <= 0 {
+		c.CmdWindow = 128
+	}
+	if c.NOPInterval == 0 {
+		c.NOPInterval = 5 * time.Second
+	}
+	if c.NOPTimeout <= 0 {
+		c.NOPTimeout = 10 * time.Second
+	}
+	if c.LoginTimeout <= 0 {
+		c.LoginTimeout = 15 * time.Second
+	}
+	if c.Log == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		c.Log = logrus.NewEntry(l)
+	}
+	for _, n := range c.Nodes {
+		if n.TPGT == 0 {
+			n.TPGT = 1
+		}
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func (c *Config) validate() error {
+	o := c.Offer
+	for _, v := range []struct {
+		name string
+		val  int
+	}{
+		{"MaxRecvDataSegmentLength", o.MaxRecvDataSegmentLength},
+		{"MaxBurstLength", o.MaxBurstLength},
+		{"FirstBurstLength", o.FirstBurstLength},
+	} {
+		if v.val < minSegmentLength || v.val > maxSegmentLength {
+			return fmt.Errorf("iscsi: %s %d outside [%d, %d]", v.name, v.val, minSegmentLength, maxSegmentLength)
+		}
+	}
+	// The RFC defaults apply when an initiator does not negotiate a key,
+	// so the target must be able to handle at least them.
+	if o.MaxBurstLength < 262144 || o.FirstBurstLength < 65536 {
+		return fmt.Errorf("iscsi: MaxBurstLength must be >= 262144 and FirstBurstLength >= 65536")
+	}
+	if o.FirstBurstLength > o.MaxBurstLength {
+		return fmt.Errorf("iscsi: FirstBurstLength %d exceeds MaxBurstLength %d", o.FirstBurstLength, o.MaxBurstLength)
+	}
+	if o.MaxOutstandingR2T < 1 || o.MaxOutstandingR2T > maxR2TPerTask {
+		return fmt.Errorf("iscsi: MaxOutstandingR2T %d outside [1, %d]", o.MaxOutstandingR2T, maxR2TPerTask)
+	}
+	if c.CmdWindow > 1<<16 {
+		return fmt.Errorf("iscsi: CmdWindow %d too large", c.CmdWindow)
+	}
+	seen := map[string]bool{}
+	for _, n := range c.Nodes {
+		if n.Name == "" || n.Router == nil {
+			return errors.New("iscsi: node without name or router")
+		}
+		if seen[n.Name] {
+			return fmt.Errorf("iscsi: duplicate target name %q", n.Name)
+		}
+		seen[n.Name] = true
+	}
+	for _, a := range c.Advertise {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("iscsi: advertise address %q: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// Server serves iSCSI on any number of listeners.
+type Server struct {
+	cfg  Config
+	log  *logrus.Entry
+	bufs *bufpool.Pool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   bool
+	connWG    sync.WaitGroup
+
+	sessions sessionTable
+	nextID   atomic.Uint64
+	tasks    sync.Pool
+}
+
+// NewServer validates cfg and returns a server ready to Serve.
+func NewServer(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Log,
+		bufs:      bufpool.New(),
+		ctx:       ctx,
+		cancel:    cancel,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+	}
+	s.sessions.init()
+	s.tasks.New = func() any { return new(task) }
+	return s, nil
+}
+
+// node returns the node called name, or nil.
+func (s *Server) node(name string) *Node {
+	for _, n := range s.cfg.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Serve accepts connections on l until Shutdown or Close. It always returns
+// a non-nil error; after Shutdown or Close it is ErrServerClosed.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Resource exhaustion (EMFILE, ENFILE, ENOBUFS) and
+			// aborted handshakes are retried with a growing pause, as
+			// net/http does.
+			backoff = nextBackoff(backoff)
+			s.log.WithError(err).Warnf("iscsi: accept error; retrying in %v", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		c := s.newConn(nc)
+		if c == nil {
+			continue
+		}
+		go c.serve()
+	}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 5 * time.Millisecond
+	}
+	d *= 2
+	if d > time.Second {
+		d = time.Second
+	}
+	return d
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// newConn registers a connection; it returns nil when the server is closing.
+func (s *Server) newConn(nc net.Conn) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		nc.Close()
+		return nil
+	}
+	c := newConn(s, nc)
+	s.conns[c] = struct{}{}
+	s.connWG.Add(1)
+	return c
+}
+
+func (s *Server) forgetConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, asks every
+// initiator in full feature phase to log out (Asynchronous Message, RFC 7143
+// §11.9.1 event 1), lets in-flight commands finish and waits for the
+// sessions to end. When ctx expires first, the remaining connections are
+// closed; commands already executing still run to completion (so a write
+// is either fully done or never acknowledged) before Shutdown returns.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range conns {
+		c.requestLogout(s.cfg.LogoutTime2Wait)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(done)
+	}()
+	ticker := time.NewTicker(50 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-done:
+			s.cancel()
+			return nil
+		case <-ctx.Done():
+			s.closeAll()
+			<-done
+			s.cancel()
+			return ctx.Err()
+		case <-ticker.C:
+			// Connections still in login or idle in discovery have nobody
+			// to ask; close them.
+			s.closeIdle()
+		}
+	}
+}
+
+// Close closes all listeners and connections at once. Executing commands
+// still finish before Close returns.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
+	s.closeAll()
+	s.connWG.Wait()
+	s.cancel()
+	return nil
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(errShutdown)
+	}
+}
+
+func (s *Server) closeIdle() {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		if c.idleForShutdown() {
+			c.close(errShutdown)
+		}
+	}
+}
+
+var errShutdown = errors.New("iscsi: server shutting down")
+
+// SessionInfo describes a session for operators (iscsi-target sessions).
+type SessionInfo struct {
+	Target        string
+	InitiatorName string
+	ISID          string
+	TSIH          uint16
+	Discovery     bool
+	RemoteAddr    string
+	LocalAddr     string
+	Params        string
+	Since         time.Time
+}
+
+// Sessions lists the current sessions.
+func (s *Server) Sessions() []SessionInfo {
+	return s.sessions.list()
+}

@@ -1,0 +1,319 @@
+package target
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iscsi-target/iscsi-target/scsi"
+)
+
+// maxR2TPerTask bounds MaxOutstandingR2T (and the per-task R2T table).
+const maxR2TPerTask = 16
+
+// Abort dispositions stored in task.aborted.
+const (
+	notAborted    uint32 = 0
+	abortSilent   uint32 = 1 // no response (the requesting I_T nexus, or a dead connection)
+	abortReported uint32 = 2 // TASK ABORTED status (TAS=1, tasks of other I_T nexuses)
+)
+
+type taskState uint8
+
+const (
+	stateCollecting taskState = iota // delivered, receiving Data-Out
+	stateWaiting                     // data complete, waiting for an ORDERED barrier
+	stateRunning                     // handed to a worker
+	stateDone                        // retired from the task set
+)
+
+// r2tSeq is one outstanding R2T and the Data-Out sequence answering it.
+type r2tSeq struct {
+	ttt       uint32
+	offset    uint32
+	length    uint32
+	received  uint32
+	expDataSN uint32
+	active    bool
+}
+
+// task is one SCSI command in a session. Tasks are pooled by the Server;
+// the struct holds everything a command needs so the data path does not
+// allocate. A task is also the command's context.Context: it is cancelled
+// when the task is aborted.
+type task struct {
+	sess *session
+	cmd  scsi.Command
+	cdb  [scsi.MaxCDBLen]byte
+
+	itt       uint32
+	cmdSN     uint32
+	lun       uint64
+	edtl      uint32
+	immediate bool
+	writeBit  bool
+	readBit   bool
+	attr      scsi.TaskAttr
+	seq       uint64 // delivery order within the session
+	lunEpoch  uint64 // node reset epoch of the LUN at delivery
+
+	buf  *[]byte // from the server's buffer pool
+	data []byte  // the part of buf in use
+
+	// Data-Out reception, owned by the receiver.
+	want        uint32 // Data-Out bytes kept (min of SCSI length and EDTL)
+	unsolLimit  uint32 // immediate + unsolicited bytes allowed
+	unsolRecv   uint32 // unsolicited bytes received so far
+	unsolOpen   bool   // an unsolicited Data-Out sequence is still expected
+	unsolDataSN uint32
+	nextR2TOff  uint32
+	r2tSN       uint32
+	r2ts        [maxR2TPerTask]r2tSeq
+	r2tActive   int
+	complete    bool // Plan already set the final status (no execution)
+
+	state      taskState
+	ready      bool // data complete
+	prev, next *task
+	aborted    atomic.Uint32
+
+	doneMu sync.Mutex
+	doneCh chan struct{}
+}
+
+// reset prepares a pooled task for a new command.
+func (t *task) reset(s *session) {
+	*t = task{sess: s}
+}
+
+// Deadline implements context.Context: tasks have none.
+func (t *task) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+// Done implements context.Context; the channel is made on first use only,
+// since most backstore calls just poll Err.
+func (t *task) Done() <-chan struct{} {
+	t.doneMu.Lock()
+	defer t.doneMu.Unlock()
+	if t.doneCh == nil {
+		t.doneCh = make(chan struct{})
+		if t.aborted.Load() != notAborted {
+			close(t.doneCh)
+		}
+	}
+	return t.doneCh
+}
+
+// Err implements context.Context.
+func (t *task) Err() error {
+	if t.aborted.Load() != notAborted {
+		return context.Canceled
+	}
+	return nil
+}
+
+// Value implements context.Context.
+func (t *task) Value(any) any { return nil }
+
+// abort marks the task aborted with the given disposition; the first
+// disposition wins.
+func (t *task) abort(how uint32) {
+	if !t.aborted.CompareAndSwap(notAborted, how) {
+		return
+	}
+	t.doneMu.Lock()
+	if t.doneCh != nil {
+		close(t.doneCh)
+	}
+	t.doneMu.Unlock()
+}
+
+// releaseBuf returns the task's data buffer to the pool.
+func (t *task) releaseBuf() {
+	if t.buf != nil {
+		t.sess.srv.bufs.Put(t.buf)
+		t.buf = nil
+		t.data = nil
+	}
+}
+
+func (s *Server) getTask(sess *session) *task {
+	t := s.tasks.Get().(*task)
+	t.reset(sess)
+	return t
+}
+
+func (s *Server) putTask(t *task) {
+	t.releaseBuf()
+	t.sess = nil
+	s.tasks.Put(t)
+}
+
+// scheduler is the session's task set: the delivered tasks in CmdSN order,
+// the SAM task attribute rules (SIMPLE tasks run concurrently, an ORDERED
+// task waits for every older task and holds back every newer one, HEAD OF
+// QUEUE runs at once) and the workers that execute tasks. All fields are
+// guarded by session.mu.
+type scheduler struct {
+	s           *session
+	head, tail  *task
+	orderedLive int
+	seq         uint64
+	work        chan *task
+	workers     int
+	idle        int
+	maxWorkers  int
+	stopped     bool
+}
+
+// workerIdle is how long an idle worker waits before it exits, so idle
+// sessions hold no goroutines.
+const workerIdle = 10 * time.Second
+
+func (q *scheduler) init(s *session) {
+	q.s = s
+	n := int(s.window) + maxImmediate
+	q.work = make(chan *task, n)
+	q.maxWorkers = min(int(s.window), 64)
+}
+
+// deliver appends a task to the task set; the caller holds s.mu.
+func (q *scheduler) deliver(t *task) {
+	q.seq++
+	t.seq = q.seq
+	t.prev, t.next = q.tail, nil
+	if q.tail != nil {
+		q.tail.next = t
+	} else {
+		q.head = t
+	}
+	q.tail = t
+	if t.attr == scsi.AttrOrdered {
+		q.orderedLive++
+	}
+	t.state = stateCollecting
+}
+
+// markReady records that t's data is complete and starts what may start;
+// the caller holds s.mu.
+func (q *scheduler) markReady(t *task) {
+	t.ready = true
+	t.state = stateWaiting
+	if q.orderedLive == 0 || t.attr == scsi.AttrHeadOfQueue {
+		q.start(t)
+		return
+	}
+	q.startEligible()
+}
+
+// startEligible walks the task set and starts waiting tasks the attribute
+// rules allow; the caller holds s.mu.
+func (q *scheduler) startEligible() {
+	older := false // an older task is still in the set
+	for t := q.head; t != nil; t = t.next {
+		if t.attr == scsi.AttrOrdered {
+			if !older && t.state == stateWaiting {
+				q.start(t)
+			}
+			return // nothing newer may pass an ORDERED task
+		}
+		if t.state == stateWaiting {
+			q.start(t)
+		}
+		older = true
+	}
+}
+
+// start hands t to a worker; the caller holds s.mu. The work channel has
+// room for every task that can be in flight, so this never blocks.
+func (q *scheduler) start(t *task) {
+	if q.stopped {
+		// The session is ending: its cleanup retires every task.
+		return
+	}
+	t.state = stateRunning
+	q.work <- t
+	if q.idle == 0 && q.workers < q.maxWorkers && !q.stopped {
+		q.workers++
+		go q.worker()
+	}
+}
+
+// retire removes t from the task set; the caller holds s.mu.
+func (q *scheduler) retire(t *task) {
+	if t.state == stateDone {
+		return
+	}
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else {
+		q.head = t.next
+	}
+	if t.next != nil {
+		t.next.prev = t.prev
+	} else {
+		q.tail = t.prev
+	}
+	t.prev, t.next = nil, nil
+	wasOrdered := t.attr == scsi.AttrOrdered
+	if wasOrdered {
+		q.orderedLive--
+	}
+	t.state = stateDone
+	if wasOrdered || q.orderedLive > 0 {
+		q.startEligible()
+	}
+	q.s.cond.Broadcast()
+}
+
+// stop makes workers exit once the queue is empty.
+func (q *scheduler) stop() {
+	q.s.mu.Lock()
+	defer q.s.mu.Unlock()
+	if !q.stopped {
+		q.stopped = true
+		close(q.work)
+	}
+}
+
+// worker executes tasks until the session ends or it has been idle for
+// workerIdle.
+func (q *scheduler) worker() {
+	s := q.s
+	timer := time.NewTimer(workerIdle)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		q.idle++
+		s.mu.Unlock()
+		select {
+		case t, ok := <-q.work:
+			s.mu.Lock()
+			q.idle--
+			if !ok {
+				q.workers--
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+			s.execute(t)
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+			timer.Reset(workerIdle)
+		case <-timer.C:
+			s.mu.Lock()
+			q.idle--
+			if len(q.work) == 0 {
+				q.workers--
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+			timer.Reset(workerIdle)
+		}
+	}
+}

@@ -1,0 +1,352 @@
+package target
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/iscsi-target/iscsi-target/scsi"
+	"github.com/iscsi-target/iscsi-target/target/pdu"
+)
+
+// The transmitter is the only writer of a connection in full feature phase.
+// It assigns StatSN in send order (RFC 7143 §4.2.2.2), stamps ExpCmdSN and
+// MaxCmdSN at send time, splits Data-In by the initiator's
+// MaxRecvDataSegmentLength and MaxBurstLength, batches whatever is queued
+// into one writev, and sends NOP-In pings when the initiator is silent.
+
+type txKind uint8
+
+const (
+	txPDU  txKind = iota // a prebuilt header (and optional data)
+	txTask               // a SCSI task's Data-In and status
+)
+
+type txItem struct {
+	kind       txKind
+	advance    bool // the PDU carries a new StatSN (a status or response)
+	closeAfter bool
+	hdr        pdu.BHS
+	data       []byte
+	task       *task
+}
+
+// txBatch bounds the items written by one writev.
+const txBatch = 64
+
+type transmitter struct {
+	c      *conn
+	q      chan txItem
+	statSN uint32
+	done   chan struct{}
+
+	// Scratch reused for every batch: encoded headers and tails, and the
+	// iovec list.
+	slab  []byte
+	iov   [][]byte
+	wbuf  net.Buffers
+	batch []txItem
+
+	pingTTT uint32
+	pingAt  int64
+}
+
+func newTransmitter(c *conn, statSN uint32) *transmitter {
+	w := int(c.srv.cfg.CmdWindow)
+	return &transmitter{
+		c:      c,
+		q:      make(chan txItem, 2*w+maxImmediate+64),
+		statSN: statSN,
+		done:   make(chan struct{}),
+		slab:   make([]byte, 0, 16<<10),
+		batch:  make([]txItem, 0, txBatch),
+	}
+}
+
+func (tx *transmitter) start() { go tx.loop() }
+
+// wait blocks until the transmitter has exited.
+func (tx *transmitter) wait() { <-tx.done }
+
+// send queues a PDU; it gives up when the connection closes.
+func (tx *transmitter) send(it txItem) {
+	select {
+	case tx.q <- it:
+	case <-tx.c.closed:
+	}
+}
+
+// sendTask queues a task's response. If the connection is gone the task is
+// freed here.
+func (tx *transmitter) sendTask(t *task) {
+	select {
+	case tx.q <- txItem{kind: txTask, task: t}:
+	case <-tx.c.closed:
+		t.sess.drop(t)
+	}
+}
+
+func (tx *transmitter) loop() {
+	c := tx.c
+	defer close(tx.done)
+	var tick <-chan time.Time
+	if iv := c.srv.cfg.NOPInterval; iv > 0 {
+		period := min(iv, c.srv.cfg.NOPTimeout) / 2
+		period = max(period, 10*time.Millisecond)
+		tk := time.NewTicker(period)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	for {
+		select {
+		case it := <-tx.q:
+			tx.batch = append(tx.batch[:0], it)
+		fill:
+			for len(tx.batch) < txBatch {
+				select {
+				case it := <-tx.q:
+					tx.batch = append(tx.batch, it)
+				default:
+					break fill
+				}
+			}
+			if err := tx.write(); err != nil {
+				c.close(err)
+				tx.drain()
+				return
+			}
+		case <-tick:
+			if err := tx.ping(); err != nil {
+				c.log.WithError(err).Warn("iscsi: initiator unresponsive; closing connection")
+				c.close(err)
+				tx.drain()
+				return
+			}
+		case <-c.closed:
+			tx.drain()
+			return
+		}
+	}
+}
+
+// drain frees the tasks still queued after the connection closed.
+func (tx *transmitter) drain() {
+	for _, it := range tx.batch {
+		if it.kind == txTask && it.task != nil {
+			it.task.sess.drop(it.task)
+		}
+	}
+	tx.batch = tx.batch[:0]
+	for {
+		select {
+		case it := <-tx.q:
+			if it.kind == txTask {
+				it.task.sess.drop(it.task)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// errNOPTimeout reports a connection whose initiator did not answer a ping.
+var errNOPTimeout = errors.New("iscsi: NOP-In ping not answered within NOPTimeout")
+
+// ping implements target liveness checks (RFC 7143 §11.19): after
+// NOPInterval of silence it sends a NOP-In with a fresh TTT; if nothing at
+// all arrives within NOPTimeout after it, the connection is dead.
+func (tx *transmitter) ping() error {
+	c := tx.c
+	now := time.Now().UnixNano()
+	last := c.lastRx.Load()
+	if tx.pingAt != 0 {
+		if last >= tx.pingAt {
+			tx.pingAt = 0
+		} else if time.Duration(now-tx.pingAt) >= c.srv.cfg.NOPTimeout {
+			return errNOPTimeout
+		} else {
+			return nil
+		}
+	}
+	if time.Duration(now-last) < c.srv.cfg.NOPInterval {
+		return nil
+	}
+	tx.pingTTT = c.sess.allocTTT()
+	tx.pingAt = now
+	n := pdu.NOPIn{InitiatorTaskTag: pdu.ReservedTag, TargetTransferTag: tx.pingTTT}
+	tx.batch = tx.batch[:0]
+	var it txItem
+	n.Marshal(&it.hdr)
+	tx.batch = append(tx.batch, it)
+	return tx.write()
+}
+
+// write encodes the batch into one iovec list and writes it.
+func (tx *transmitter) write() error {
+	c := tx.c
+	s := c.sess
+	tx.slab = tx.slab[:0]
+	tx.iov = tx.iov[:0]
+	closeAfter := false
+	for i := range tx.batch {
+		it := &tx.batch[i]
+		switch it.kind {
+		case txPDU:
+			tx.addPDU(&it.hdr, it.advance, it.data)
+			closeAfter = closeAfter || it.closeAfter
+		case txTask:
+			if !it.task.immediate {
+				s.releaseCmdSN()
+			}
+			tx.addTask(it.task)
+		}
+	}
+	tx.wbuf = net.Buffers(tx.iov)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.NOPTimeout + 20*time.Second))
+	_, err := tx.wbuf.WriteTo(c.nc)
+	for i := range tx.batch {
+		if it := &tx.batch[i]; it.kind == txTask {
+			c.srv.putTask(it.task)
+			it.task = nil
+		}
+	}
+	tx.batch = tx.batch[:0]
+	if err != nil {
+		return err
+	}
+	if closeAfter {
+		c.close(errLoggedOut)
+	}
+	return nil
+}
+
+// reserve returns n bytes of slab. The slab only grows between batches, so
+// slices handed out earlier in the batch stay valid: when it must grow, a
+// new slab is started and the old one stays referenced by the iovecs.
+func (tx *transmitter) reserve(n int) []byte {
+	if len(tx.slab)+n > cap(tx.slab) {
+		tx.slab = make([]byte, 0, max(2*cap(tx.slab), n+4096))
+	}
+	b := tx.slab[len(tx.slab) : len(tx.slab)+n]
+	tx.slab = tx.slab[:len(tx.slab)+n]
+	return b
+}
+
+// stamp fills StatSN (advancing it when the PDU carries status) and the
+// window fields of an encoded target PDU.
+func (tx *transmitter) stamp(h *pdu.BHS, advance bool) {
+	s := tx.c.sess
+	h.SetSN(tx.statSN, s.expCmdSN.Load(), s.maxCmdSN.Load())
+	if advance {
+		tx.statSN++
+	}
+}
+
+// addPDU appends one PDU (header, header digest, data, padding, data
+// digest) to the iovec list.
+func (tx *transmitter) addPDU(h *pdu.BHS, advance bool, data []byte) {
+	if h.Opcode() != pdu.OpDataIn || advance {
+		tx.stamp(h, advance)
+	} else {
+		s := tx.c.sess
+		h.SetWindow(s.expCmdSN.Load(), s.maxCmdSN.Load())
+	}
+	h.SetLengths(0, len(data))
+	d := tx.c.digests
+	n := pdu.BHSLen
+	if d.Header {
+		n += pdu.DigestLen
+	}
+	hb := tx.reserve(n)
+	copy(hb, h[:])
+	if d.Header {
+		pdu.PutDigest(hb[pdu.BHSLen:], pdu.CRC32C(h[:]))
+	}
+	tx.iov = append(tx.iov, hb)
+	if len(data) == 0 {
+		return
+	}
+	tx.iov = append(tx.iov, data)
+	var tail pdu.Tail
+	tail.Compute(d, data)
+	if tb := tail.Bytes(); len(tb) > 0 {
+		b := tx.reserve(len(tb))
+		copy(b, tb)
+		tx.iov = append(tx.iov, b)
+	}
+}
+
+// addTask appends a task's Data-In PDUs and status. Good status with data
+// travels in the last Data-In (phase collapse, RFC 7143 §11.7.4); anything
+// else is a SCSI Response carrying the sense data.
+func (tx *transmitter) addTask(t *task) {
+	p := &tx.c.params
+	cmd := &t.cmd
+	status := cmd.Status
+	var overflow, underflow bool
+	var residual uint32
+	switch {
+	case cmd.XferLen > t.edtl:
+		overflow, residual = true, cmd.XferLen-t.edtl
+	case cmd.XferLen < t.edtl:
+		underflow, residual = true, t.edtl-cmd.XferLen
+	}
+	var n uint32
+	if cmd.Dir == scsi.DirIn && (status == scsi.StatusGood || status == scsi.StatusConditionMet) {
+		n = min(cmd.XferLen, t.edtl, uint32(len(cmd.DataIn)))
+	}
+	dataSN := uint32(0)
+	if n > 0 {
+		seg := uint32(p.InitiatorMaxRecvDataSegmentLength)
+		burst := uint32(p.MaxBurstLength)
+		var inBurst uint32
+		for off := uint32(0); off < n; {
+			l := min(seg, n-off, burst-inBurst)
+			last := off+l == n
+			inBurst += l
+			di := pdu.DataIn{
+				Final:             last || inBurst == burst,
+				LUN:               t.lun,
+				InitiatorTaskTag:  t.itt,
+				TargetTransferTag: pdu.ReservedTag,
+				DataSN:            dataSN,
+				BufferOffset:      off,
+			}
+			if last {
+				di.HasStatus = true
+				di.Status = uint8(status)
+				di.Overflow, di.Underflow = overflow, underflow
+				di.ResidualCount = residual
+			}
+			if inBurst == burst {
+				inBurst = 0
+			}
+			var h pdu.BHS
+			di.Marshal(&h)
+			tx.addPDU(&h, last, cmd.DataIn[off:off+l])
+			dataSN++
+			off += l
+		}
+		return
+	}
+	resp := pdu.SCSIResponse{
+		Response:         pdu.RespCommandCompleted,
+		Status:           uint8(status),
+		InitiatorTaskTag: t.itt,
+		Overflow:         overflow,
+		Underflow:        underflow,
+		ResidualCount:    residual,
+		ExpDataSN:        t.r2tSN,
+	}
+	var h pdu.BHS
+	resp.Marshal(&h)
+	var data []byte
+	if cmd.SenseLen > 0 && status == scsi.StatusCheckCondition {
+		// Sense data: a 2-byte SenseLength, then the sense (RFC 7143 §11.4.7).
+		data = tx.reserve(2 + cmd.SenseLen)
+		binary.BigEndian.PutUint16(data, uint16(cmd.SenseLen))
+		copy(data[2:], cmd.Sense[:cmd.SenseLen])
+	}
+	tx.addPDU(&h, true, data)
+}
