@@ -26,8 +26,7 @@ func (c *conn) receive() error {
 		if err := pdu.ReadHeader(c.br, &c.hdr, c.digests, maxData); err != nil {
 			if errors.Is(err, pdu.ErrSegmentTooLong) || errors.Is(err, pdu.ErrAHSTooLong) {
 				// The stream cannot be resynchronised: reject and close.
-				c.sendReject(pdu.RejectProtocolError)
-				return fmt.Errorf("%w: %v", errProtocol, err)
+				return c.protocolError(err.Error())
 			}
 			return err
 		}
@@ -94,14 +93,32 @@ func cmdSNOf(h *pdu.BHS) uint32 {
 	return uint32(h[24])<<24 | uint32(h[25])<<16 | uint32(h[26])<<8 | uint32(h[27])
 }
 
-// protocolError rejects the current PDU and ends the connection: at
-// ErrorRecoveryLevel 0 the initiator recovers by a new session (RFC 7143
-// §7.1.4).
+// protocolError rejects the current PDU and ends the connection once the
+// Reject is on the wire: at ErrorRecoveryLevel 0 the initiator recovers
+// with a new session (RFC 7143 §7.1.4).
 func (c *conn) protocolError(why string) error {
 	c.log.Warnf("iscsi: protocol error: %s", why)
-	c.sendReject(pdu.RejectProtocolError)
-	c.flushAndWait()
-	return fmt.Errorf("%w: %s", errProtocol, why)
+	err := fmt.Errorf("%w: %s", errProtocol, why)
+	c.rejectAndClose(pdu.RejectProtocolError, err)
+	return err
+}
+
+// rejectAndClose queues a Reject that closes the connection after it is
+// sent, and waits (briefly) for that to happen.
+func (c *conn) rejectAndClose(reason pdu.RejectReason, err error) {
+	r := pdu.Reject{Reason: reason}
+	var it txItem
+	it.kind = txPDU
+	it.advance = true
+	it.closeErr = err
+	r.Marshal(&it.hdr)
+	h := c.hdr.BHS
+	it.data = h[:]
+	c.tx.send(it)
+	select {
+	case <-c.closed:
+	case <-time.After(2 * time.Second):
+	}
 }
 
 // digestError handles a data digest mismatch on a PDU that is not part of a
@@ -115,16 +132,6 @@ func (c *conn) digestError(err error) error {
 }
 
 func isDigestError(err error) bool { return errors.Is(err, pdu.ErrBadDataDigest) }
-
-// flushAndWait gives the transmitter a moment to send what is queued (a
-// final Reject) before the connection is closed.
-func (c *conn) flushAndWait() {
-	deadline := time.Now().Add(time.Second)
-	for len(c.tx.q) > 0 && time.Now().Before(deadline) && !c.isClosed() {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(5 * time.Millisecond)
-}
 
 // handleNOPOut answers an initiator ping with a NOP-In echoing its data, or
 // accepts the answer to a target ping (RFC 7143 §11.18).
@@ -143,10 +150,8 @@ func (c *conn) handleNOPOut() error {
 		}
 		// A non-immediate NOP-Out takes its place in CmdSN order and is
 		// done as soon as it is processed.
-		defer func() {
-			s.advanceCmdSN()
-			s.releaseCmdSN()
-		}()
+		s.advanceCmdSN()
+		s.releaseCmdSN()
 	}
 	dsl := c.hdr.BHS.DataSegmentLength()
 	if n.InitiatorTaskTag == pdu.ReservedTag {
@@ -218,10 +223,12 @@ func (c *conn) handleLogout() error {
 	var it txItem
 	it.kind = txPDU
 	it.advance = true
-	it.closeAfter = resp.Response == pdu.LogoutRespClosed
+	if resp.Response == pdu.LogoutRespClosed {
+		it.closeErr = errLoggedOut
+	}
 	resp.Marshal(&it.hdr)
 	c.tx.send(it)
-	if !it.closeAfter {
+	if it.closeErr == nil {
 		return nil
 	}
 	select {

@@ -94,7 +94,9 @@ func (c *conn) handleTaskMgmt() error {
 		var it txItem
 		it.kind = txPDU
 		it.advance = true
-		it.closeAfter = coldReset
+		if coldReset {
+			it.closeErr = errShutdown
+		}
 		resp.Marshal(&it.hdr)
 		c.tx.send(it)
 		if coldReset {

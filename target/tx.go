@@ -24,12 +24,14 @@ const (
 )
 
 type txItem struct {
-	kind       txKind
-	advance    bool // the PDU carries a new StatSN (a status or response)
-	closeAfter bool
-	hdr        pdu.BHS
-	data       []byte
-	task       *task
+	kind    txKind
+	advance bool // the PDU carries a new StatSN (a status or response)
+	// closeErr, when set, closes the connection with this error once the
+	// PDU is on the wire.
+	closeErr error
+	hdr      pdu.BHS
+	data     []byte
+	task     *task
 }
 
 // txBatch bounds the items written by one writev.
@@ -188,13 +190,15 @@ func (tx *transmitter) write() error {
 	s := c.sess
 	tx.slab = tx.slab[:0]
 	tx.iov = tx.iov[:0]
-	closeAfter := false
+	var closeErr error
 	for i := range tx.batch {
 		it := &tx.batch[i]
 		switch it.kind {
 		case txPDU:
 			tx.addPDU(&it.hdr, it.advance, it.data)
-			closeAfter = closeAfter || it.closeAfter
+			if it.closeErr != nil && closeErr == nil {
+				closeErr = it.closeErr
+			}
 		case txTask:
 			if !it.task.immediate {
 				s.releaseCmdSN()
@@ -215,8 +219,8 @@ func (tx *transmitter) write() error {
 	if err != nil {
 		return err
 	}
-	if closeAfter {
-		c.close(errLoggedOut)
+	if closeErr != nil {
+		c.close(closeErr)
 	}
 	return nil
 }

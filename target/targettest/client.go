@@ -182,7 +182,18 @@ func (c *Client) Login(o LoginOptions) error {
 			{Key: "MaxOutstandingR2T", Value: "1"},
 		}...)
 	}
-	ops = append(ops, o.Keys...)
+	// Keys given by the test replace the defaults of the same name.
+	for _, kv := range o.Keys {
+		replaced := false
+		for i := range ops {
+			if ops[i].Key == kv.Key {
+				ops[i].Value, replaced = kv.Value, true
+			}
+		}
+		if !replaced {
+			ops = append(ops, kv)
+		}
+	}
 	keys := append(first, ops...)
 	resp, out, err := c.loginStep(itt, stage, pdu.StageFullFeature, true, keys)
 	if err != nil {
