@@ -48,6 +48,9 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT`: text or json"},
 		},
 		Action: serve,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return &exitError{code: exitUsage, err: err}
+		},
 	}
 }
 
