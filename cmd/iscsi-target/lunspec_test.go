@@ -56,7 +56,7 @@ func TestParseLUNSpec(t *testing.T) {
 		{",size=1GiB", lunSpec{}, "missing PATH"},
 		{"/x,size=", lunSpec{}, "needs a value"},
 		{"/x,size=12", lunSpec{}, "not a multiple of the block size 512"},
-		{"/x,size=4100KiB,blocksize=4096", lunSpec{}, "not a multiple of the block size 4096"},
+		{"/x,size=4097KiB,blocksize=4096", lunSpec{}, "not a multiple of the block size 4096"},
 		{"/x,blocksize=1024", lunSpec{}, "must be 512 or 4096"},
 		{"/x,ro=yes", lunSpec{}, "takes no value"},
 		{"/x,thin,thin", lunSpec{}, "given twice"},
