@@ -1,5 +1,26 @@
 package scsi
 
-// cmdState is the device server's per-command scratch: the resolved LU and
-// the decoded CDB. It lives inside Command so planning allocates nothing.
-type cmdState struct{}
+// cmdState is the device server's per-command scratch: the router, the
+// resolved LU, the dispatch entry and the decoded CDB. It lives inside
+// Command, so planning and executing a command allocate nothing. Only the
+// decoded struct that belongs to the command's operation code is valid.
+type cmdState struct {
+	r  *Router
+	lu *LU
+	op *opEntry
+
+	blk  blockCDB
+	inq  inquiryCDB
+	ms   modeSenseCDB
+	msel modeSelectCDB
+	rl   reportLUNsCDB
+	rsoc rsocCDB
+	tmf  rstmfCDB
+	rc   readCapCDB
+	gls  lbaStatusCDB
+	ssu  startStopCDB
+	pa   preventCDB
+	rs   requestSenseCDB
+	um   unmapCDB
+	rdd  defectCDB
+}

@@ -4,7 +4,10 @@
 // and I_T nexus events, and turns its results into PDUs.
 package scsi
 
-import "fmt"
+import (
+	"fmt"
+	"sync/atomic"
+)
 
 // Status is a SCSI status code (SAM-5 §5.3).
 type Status uint8
@@ -100,7 +103,19 @@ type Nexus struct {
 	// RelativeTargetPortID is the relative target port identifier (1-based)
 	// reported in VPD page 83h.
 	RelativeTargetPortID uint16
+
+	// readOnly is set while the nexus does not hold the single-writer
+	// lease: write-class commands then get DATA PROTECT / WRITE PROTECTED.
+	readOnly atomic.Bool
 }
+
+// SetReadOnly write-protects every LU for this nexus (true) or lifts it
+// (false). The target calls it when the single-writer lease changes; it
+// takes effect for commands planned afterwards.
+func (n *Nexus) SetReadOnly(ro bool) { n.readOnly.Store(ro) }
+
+// ReadOnly reports whether write-class commands are refused on this nexus.
+func (n *Nexus) ReadOnly() bool { return n.readOnly.Load() }
 
 // Command is one SCSI task as the transport hands it to the device server.
 // The transport owns the struct and reuses it (no allocation per command);
