@@ -564,3 +564,23 @@ func TestTargetPingsAndDropsSilentInitiator(t *testing.T) {
 		t.Fatal("the drop is not logged")
 	}
 }
+
+func TestLongCDBThroughAHS(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{})
+	c := login(t, tg, 1)
+	tur(t, c)
+	// A 32-byte variable-length CDB (opcode 7Fh) travels in the BHS plus an
+	// Extended CDB AHS; the target must parse it and answer with the SCSI
+	// verdict (unsupported opcode), not a protocol error.
+	cdb := make([]byte, 32)
+	cdb[0] = 0x7f
+	cdb[7] = 24 // additional CDB length
+	r, err := c.Command(cdb, nil, 0, targettest.CommandOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, asc, _ := r.SenseKey(); r.Status != 2 || k != 5 || asc != 0x20 {
+		t.Fatalf("status %#x sense %x/%x, want ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE", r.Status, k, asc)
+	}
+	tur(t, c)
+}
