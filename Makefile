@@ -25,7 +25,10 @@ DEB_PACKAGES := libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 qemu-sy
 # package:FuzzName pairs.
 FUZZ_TARGETS := \
 	./target/pdu:FuzzBHS \
-	./target/pdu:FuzzTextKeys
+	./target/pdu:FuzzTextKeys \
+	./scsi:FuzzCDB \
+	./scsi:FuzzModeSelect \
+	./scsi:FuzzUnmapParams
 
 .PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance clean
 
