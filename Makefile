@@ -19,7 +19,7 @@ export ISCSI_TARGET_CACHE ?= $(CURDIR)/out/cache
 # (libiscsi end-to-end), QEMU system emulation and the pieces of the guest
 # kit (kernel-initiator end-to-end), tgt and iproute2 (peer comparison).
 DEB_PACKAGES := libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common \
-	busybox-static cpio socat kmod iproute2 tgt fio strace
+	busybox-static socat kmod xz-utils iproute2 tgt fio strace
 
 # Fuzz targets run briefly by `make test` and at length by `make fuzz`:
 # package:FuzzName pairs.
@@ -73,7 +73,7 @@ fuzz:
 
 e2e:
 	@mkdir -p out
-	$(GO) test -race -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./test/e2e/... 2>&1 | tee out/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^\s+\S+_test.go' ; exit $${PIPESTATUS[0]}
+	$(GO) test -race -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./test/e2e/... ./test/guest/... 2>&1 | tee out/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^\s+\S+_test.go' ; exit $${PIPESTATUS[0]}
 
 # The libiscsi suite on our target, tgt 1.0.85 and gotgt v0.2.2, side by
 # side; fails on any failure or genuine-pass regression of ours against
