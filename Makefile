@@ -73,7 +73,11 @@ fuzz:
 
 e2e:
 	@mkdir -p out
-	$(GO) test -race -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./test/e2e/... ./test/guest/... 2>&1 | tee out/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^\s+\S+_test.go' ; exit $${PIPESTATUS[0]}
+	@set -o pipefail; rc=0; \
+	$(GO) test -race -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./test/e2e/... ./test/guest/... >out/e2e.log 2>&1 || rc=$$?; \
+	grep -E '^(--- |ok |FAIL|panic)' out/e2e.log; \
+	if [ $$rc -ne 0 ]; then echo "e2e failed; the last 150 lines of out/e2e.log:"; tail -150 out/e2e.log; fi; \
+	exit $$rc
 
 # The libiscsi suite on our target, tgt 1.0.85 and gotgt v0.2.2, side by
 # side; fails on any failure or genuine-pass regression of ours against
