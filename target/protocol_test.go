@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"testing"
 	"time"
 
@@ -583,4 +584,78 @@ func TestLongCDBThroughAHS(t *testing.T) {
 		t.Fatalf("status %#x sense %x/%x, want ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE", r.Status, k, asc)
 	}
 	tur(t, c)
+}
+
+func TestSendTargetsNamedAndMultiPDU(t *testing.T) {
+	var extra []string
+	tg := targettest.Start(t, targettest.Options{Configure: func(c *target.Config) {
+		r := c.Nodes[0].Router
+		for i := 0; i < 40; i++ {
+			name := fmt.Sprintf("iqn.2026-11.test:a-rather-long-target-name-to-fill-pdus-%02d", i)
+			extra = append(extra, name)
+			c.Nodes = append(c.Nodes, &target.Node{Name: name, Router: r})
+		}
+	}})
+	c := dial(t, tg)
+	c.MaxRecv = 512
+	if err := c.Login(targettest.LoginOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(value string) pdu.Keys {
+		t.Helper()
+		itt := c.NextITT()
+		req := pdu.TextRequest{Immediate: true, Final: true, InitiatorTaskTag: itt, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN}
+		var h pdu.BHS
+		req.Marshal(&h)
+		if err := c.WritePDU(&h, nil, []byte("SendTargets="+value+"\x00")); err != nil {
+			t.Fatal(err)
+		}
+		var text []byte
+		for pieces := 0; ; pieces++ {
+			rh, data, err := c.Expect(pdu.OpTextResponse)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(data) > 512 {
+				t.Fatalf("text response of %d bytes exceeds MaxRecvDataSegmentLength", len(data))
+			}
+			var resp pdu.TextResponse
+			_ = resp.Unmarshal(&rh.BHS)
+			text = append(text, data...)
+			if resp.Final {
+				break
+			}
+			if !resp.Continue || resp.TargetTransferTag == pdu.ReservedTag || pieces > 100 {
+				t.Fatalf("non-final piece without C bit or TTT: %+v", resp)
+			}
+			// Ask for the next piece with an empty request echoing the TTT.
+			req := pdu.TextRequest{Immediate: true, Final: true, InitiatorTaskTag: itt, TargetTransferTag: resp.TargetTransferTag, CmdSN: c.CmdSN}
+			req.Marshal(&h)
+			if err := c.WritePDU(&h, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		keys, err := pdu.ParseText(text, pdu.TextLimits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	all := ask("All")
+	names := 0
+	for _, kv := range all {
+		if kv.Key == "TargetName" {
+			names++
+		}
+	}
+	if names != 41 {
+		t.Fatalf("SendTargets=All listed %d targets, want 41", names)
+	}
+	one := ask(extra[7])
+	if len(one) != 2 || one[0].Value != extra[7] || one[1].Key != "TargetAddress" {
+		t.Fatalf("SendTargets=<name>: %v", one)
+	}
+	if none := ask("iqn.2026-11.test:nope"); len(none) != 0 {
+		t.Fatalf("SendTargets=<unknown>: %v", none)
+	}
 }
