@@ -74,7 +74,7 @@ fuzz:
 e2e:
 	@mkdir -p out
 	@set -o pipefail; rc=0; \
-	$(GO) test -race -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./test/e2e/... ./test/guest/... >out/e2e.log 2>&1 || rc=$$?; \
+	E2E_PEERS=1 $(GO) test -race -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./test/e2e/... ./test/guest/... >out/e2e.log 2>&1 || rc=$$?; \
 	grep -E '^(--- |ok |FAIL|panic)' out/e2e.log; \
 	if [ $$rc -ne 0 ]; then echo "e2e failed; the last 150 lines of out/e2e.log:"; tail -150 out/e2e.log; fi; \
 	exit $$rc
