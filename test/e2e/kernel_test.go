@@ -5,7 +5,7 @@ package e2e
 // Kernel initiator tests: the real Linux initiator (open-iscsi + iscsi_tcp
 // + sd from Debian bookworm) in a QEMU TCG guest attaches the target's LUN
 // the way a Kubernetes node does. See test/guest and
-// /work/shared/docs/real-initiator.md (Path B).
+// docs/testing.md (the kernel-initiator guest).
 //
 //	go test -tags e2e -run TestKernel -v ./test/e2e/                     # our daemon
 //	E2E_KERNEL_PEER=tgt go test -tags e2e -run TestKernel -v ./test/e2e/ # tgt: checks the harness

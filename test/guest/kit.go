@@ -1,7 +1,7 @@
 // Package guest boots a throw-away QEMU (TCG) guest running a stock Debian
 // kernel with the real Linux iSCSI initiator (open-iscsi + iscsi_tcp + sd),
 // so end-to-end tests can attach a target's LUNs exactly as a Kubernetes
-// node does. See /work/shared/docs/real-initiator.md, Path B.
+// node does. See docs/testing.md.
 //
 // The guest has no disk image: its root is the host's / over virtio-9p
 // (read-only, with a tmpfs overlay), so it runs the host's mkfs.ext4,
