@@ -60,8 +60,9 @@ type Config struct {
 	NOPTimeout time.Duration
 	// LoginTimeout bounds the whole login phase; default 15 s.
 	LoginTimeout time.Duration
-	// LogoutTime2Wait is the Parameter3 of the logout request sent at
-	// shutdown (seconds the initiator should wait); default 0.
+	// LogoutTime2Wait is Parameter3 of the logout request sent at shutdown:
+	// the seconds the initiator has to log out before the target drops the
+	// connection (RFC 7143 §11.9.1); default 0.
 	LogoutTime2Wait uint16
 	// Log receives the server's log; nil discards.
 	Log *logrus.Entry

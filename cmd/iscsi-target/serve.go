@@ -223,7 +223,9 @@ func serve(c *cli.Context) error {
 		Advertise:   sc.advertise,
 		NOPInterval: nopInterval(sc.nopIntv),
 		NOPTimeout:  sc.nopTmo,
-		Log:         log,
+		// The logout request tells initiators how long they have.
+		LogoutTime2Wait: uint16(min(sc.shutdown/time.Second, 3600)),
+		Log:             log,
 	})
 	if err != nil {
 		closeLUs()
