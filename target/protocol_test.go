@@ -494,17 +494,10 @@ func TestDiscoverySession(t *testing.T) {
 	if err := c.Login(targettest.LoginOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	tx := pdu.TextRequest{Immediate: true, Final: true, InitiatorTaskTag: 9, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN}
-	var h pdu.BHS
-	tx.Marshal(&h)
-	if err := c.WritePDU(&h, nil, []byte("SendTargets=All\x00")); err != nil {
-		t.Fatal(err)
-	}
-	_, data, err := c.Expect(pdu.OpTextResponse)
+	keys, err := c.SendTargets("All")
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, _ := pdu.ParseText(data, pdu.TextLimits{})
 	if v, _ := keys.Get("TargetName"); v != tg.IQN {
 		t.Fatalf("SendTargets: %v", keys)
 	}
@@ -603,39 +596,7 @@ func TestSendTargetsNamedAndMultiPDU(t *testing.T) {
 	}
 	ask := func(value string) pdu.Keys {
 		t.Helper()
-		itt := c.NextITT()
-		req := pdu.TextRequest{Immediate: true, Final: true, InitiatorTaskTag: itt, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN}
-		var h pdu.BHS
-		req.Marshal(&h)
-		if err := c.WritePDU(&h, nil, []byte("SendTargets="+value+"\x00")); err != nil {
-			t.Fatal(err)
-		}
-		var text []byte
-		for pieces := 0; ; pieces++ {
-			rh, data, err := c.Expect(pdu.OpTextResponse)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(data) > 512 {
-				t.Fatalf("text response of %d bytes exceeds MaxRecvDataSegmentLength", len(data))
-			}
-			var resp pdu.TextResponse
-			_ = resp.Unmarshal(&rh.BHS)
-			text = append(text, data...)
-			if resp.Final {
-				break
-			}
-			if !resp.Continue || resp.TargetTransferTag == pdu.ReservedTag || pieces > 100 {
-				t.Fatalf("non-final piece without C bit or TTT: %+v", resp)
-			}
-			// Ask for the next piece with an empty request echoing the TTT.
-			req := pdu.TextRequest{Immediate: true, Final: true, InitiatorTaskTag: itt, TargetTransferTag: resp.TargetTransferTag, CmdSN: c.CmdSN}
-			req.Marshal(&h)
-			if err := c.WritePDU(&h, nil, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-		keys, err := pdu.ParseText(text, pdu.TextLimits{})
+		keys, err := c.SendTargets(value)
 		if err != nil {
 			t.Fatal(err)
 		}

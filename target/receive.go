@@ -60,6 +60,27 @@ func (c *conn) receive() error {
 	}
 }
 
+// acceptCmdSN places a non-SCSI PDU (NOP-Out, Text, Logout, TMF) in CmdSN
+// order. Immediate PDUs pass at once. A non-immediate one outside the
+// window is silently ignored (ok false); one in order consumes its CmdSN,
+// and since it completes as soon as it is processed, its window slot is
+// released at once. A gap is a protocol error (err set).
+func (c *conn) acceptCmdSN(immediate bool, cmdSN uint32, what string) (ok bool, err error) {
+	if immediate {
+		return true, nil
+	}
+	s := c.sess
+	switch s.checkCmdSN(cmdSN) {
+	case cmdSNOutside:
+		return false, nil
+	case cmdSNAhead:
+		return false, c.protocolError(what + " CmdSN ahead of ExpCmdSN")
+	}
+	s.advanceCmdSN()
+	s.releaseCmdSN()
+	return true, nil
+}
+
 // sendReject queues a Reject carrying the current header (RFC 7143 §11.17).
 func (c *conn) sendReject(reason pdu.RejectReason) {
 	r := pdu.Reject{Reason: reason}
@@ -136,22 +157,16 @@ func isDigestError(err error) bool { return errors.Is(err, pdu.ErrBadDataDigest)
 // handleNOPOut answers an initiator ping with a NOP-In echoing its data, or
 // accepts the answer to a target ping (RFC 7143 §11.18).
 func (c *conn) handleNOPOut() error {
-	s := c.sess
 	var n pdu.NOPOut
 	if err := n.Unmarshal(&c.hdr.BHS); err != nil {
 		return err
 	}
-	if !n.Immediate {
-		switch s.checkCmdSN(n.CmdSN) {
-		case cmdSNOutside:
-			return c.discardData()
-		case cmdSNAhead:
-			return c.protocolError("NOP-Out CmdSN ahead of ExpCmdSN")
+	// A non-immediate NOP-Out takes its place in CmdSN order.
+	if ok, err := c.acceptCmdSN(n.Immediate, n.CmdSN, "NOP-Out"); !ok {
+		if err != nil {
+			return err
 		}
-		// A non-immediate NOP-Out takes its place in CmdSN order and is
-		// done as soon as it is processed.
-		s.advanceCmdSN()
-		s.releaseCmdSN()
+		return c.discardData()
 	}
 	dsl := c.hdr.BHS.DataSegmentLength()
 	if n.InitiatorTaskTag == pdu.ReservedTag {
@@ -196,15 +211,8 @@ func (c *conn) handleLogout() error {
 	if err := c.discardData(); err != nil {
 		return err
 	}
-	if !l.Immediate {
-		switch s.checkCmdSN(l.CmdSN) {
-		case cmdSNOutside:
-			return nil
-		case cmdSNAhead:
-			return c.protocolError("Logout CmdSN ahead of ExpCmdSN")
-		}
-		s.advanceCmdSN()
-		s.releaseCmdSN()
+	if ok, err := c.acceptCmdSN(l.Immediate, l.CmdSN, "Logout"); !ok {
+		return err
 	}
 	resp := pdu.LogoutResponse{InitiatorTaskTag: l.InitiatorTaskTag}
 	switch l.Reason {

@@ -39,15 +39,8 @@ func (c *conn) handleText() error {
 		}
 		return err
 	}
-	if !r.Immediate {
-		switch s.checkCmdSN(r.CmdSN) {
-		case cmdSNOutside:
-			return nil
-		case cmdSNAhead:
-			return c.protocolError("Text Request CmdSN ahead of ExpCmdSN")
-		}
-		s.advanceCmdSN()
-		s.releaseCmdSN()
+	if ok, err := c.acceptCmdSN(r.Immediate, r.CmdSN, "Text Request"); !ok {
+		return err
 	}
 	ts := &s.text
 	if r.TargetTransferTag != pdu.ReservedTag {

@@ -38,15 +38,8 @@ func (c *conn) handleTaskMgmt() error {
 		c.sendReject(pdu.RejectProtocolError)
 		return nil
 	}
-	if !r.Immediate {
-		switch s.checkCmdSN(r.CmdSN) {
-		case cmdSNOutside:
-			return nil
-		case cmdSNAhead:
-			return c.protocolError("TMF CmdSN ahead of ExpCmdSN")
-		}
-		s.advanceCmdSN()
-		s.releaseCmdSN()
+	if ok, err := c.acceptCmdSN(r.Immediate, r.CmdSN, "TMF"); !ok {
+		return err
 	}
 	log := c.log.WithFields(logrus.Fields{"tmf": r.Function.String(), "lun": r.LUN, "itt": r.InitiatorTaskTag})
 	var waits []abortWait

@@ -475,3 +475,44 @@ func (c *Client) Expect(op pdu.Opcode) (*pdu.Header, []byte, error) {
 		return rh, data, fmt.Errorf("got %v, want %v", rh.BHS.Opcode(), op)
 	}
 }
+
+// SendTargets asks for SendTargets=value with a Text Request (immediate) and
+// returns the keys of the whole answer, following the target's continuation
+// (C bit and TTT) when the answer spans several Text Responses.
+func (c *Client) SendTargets(value string) (pdu.Keys, error) {
+	itt := c.NextITT()
+	req := pdu.TextRequest{Immediate: true, Final: true, InitiatorTaskTag: itt,
+		TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN}
+	var h pdu.BHS
+	req.Marshal(&h)
+	if err := c.WritePDU(&h, nil, []byte("SendTargets="+value+"\x00")); err != nil {
+		return nil, err
+	}
+	var text []byte
+	for pieces := 0; ; pieces++ {
+		rh, data, err := c.Expect(pdu.OpTextResponse)
+		if err != nil {
+			return nil, err
+		}
+		if len(data) > c.MaxRecv {
+			return nil, fmt.Errorf("text response of %d bytes exceeds MaxRecvDataSegmentLength %d", len(data), c.MaxRecv)
+		}
+		var resp pdu.TextResponse
+		_ = resp.Unmarshal(&rh.BHS)
+		text = append(text, data...)
+		if resp.Final {
+			break
+		}
+		if !resp.Continue || resp.TargetTransferTag == pdu.ReservedTag || pieces > 1000 {
+			return nil, fmt.Errorf("non-final text response without C bit or TTT: %+v", resp)
+		}
+		// Ask for the next piece with an empty request echoing the TTT.
+		req.TargetTransferTag = resp.TargetTransferTag
+		req.ExpStatSN = c.ExpStatSN
+		req.Marshal(&h)
+		if err := c.WritePDU(&h, nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	return pdu.ParseText(text, pdu.TextLimits{})
+}

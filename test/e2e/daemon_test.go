@@ -146,17 +146,10 @@ func TestDaemonIPv6AndAdvertise(t *testing.T) {
 		Extra: []string{"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--advertise", "192.0.2.10:3260"}})
 	for _, addr := range []string{v6, fmt.Sprintf("127.0.0.1:%d", port)} {
 		c := rawLogin(t, addr, tg.IQN, 1)
-		tx := pdu.TextRequest{Immediate: true, Final: true, InitiatorTaskTag: 1, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN}
-		var h pdu.BHS
-		tx.Marshal(&h)
-		if err := c.WritePDU(&h, nil, []byte("SendTargets=All\x00")); err != nil {
-			t.Fatal(err)
-		}
-		_, data, err := c.Expect(pdu.OpTextResponse)
+		keys, err := c.SendTargets("All")
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys, _ := pdu.ParseText(data, pdu.TextLimits{})
 		if v, _ := keys.Get("TargetAddress"); v != "192.0.2.10:3260,1" {
 			t.Fatalf("via %s: TargetAddress %q, want the advertised portal", addr, v)
 		}
@@ -185,17 +178,10 @@ func TestDaemonSendTargetsUsesLocalAddress(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := rawLogin(t, addr, tg.IQN, 2)
-		tx := pdu.TextRequest{Immediate: true, Final: true, InitiatorTaskTag: 1, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN}
-		var h pdu.BHS
-		tx.Marshal(&h)
-		if err := c.WritePDU(&h, nil, []byte("SendTargets=All\x00")); err != nil {
-			t.Fatal(err)
-		}
-		_, data, err := c.Expect(pdu.OpTextResponse)
+		keys, err := c.SendTargets("All")
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys, _ := pdu.ParseText(data, pdu.TextLimits{})
 		if v, _ := keys.Get("TargetAddress"); v != addr+",1" {
 			t.Fatalf("connected to %s, TargetAddress %q", addr, v)
 		}
