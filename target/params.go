@@ -161,12 +161,7 @@ func (n *negotiator) operationalKey(key, value string, discovery bool) (string, 
 		n.params.DefaultTime2Wait = max(v, n.offer.DefaultTime2Wait)
 		return strconv.Itoa(n.params.DefaultTime2Wait), nil
 	case "DefaultTime2Retain":
-		v, ok := parseNumber(value, 0, maxTime2)
-		if !ok {
-			return "Reject", nil
-		}
-		n.params.DefaultTime2Retain = min(v, n.offer.DefaultTime2Retain)
-		return strconv.Itoa(n.params.DefaultTime2Retain), nil
+		return minNumber(value, 0, maxTime2, n.offer.DefaultTime2Retain, &n.params.DefaultTime2Retain), nil
 	}
 	if discovery {
 		// Session-wide data keys are irrelevant in a discovery session
@@ -179,26 +174,11 @@ func (n *negotiator) operationalKey(key, value string, discovery bool) (string, 
 	}
 	switch key {
 	case "MaxBurstLength":
-		v, ok := parseNumber(value, minSegmentLength, maxSegmentLength)
-		if !ok {
-			return "Reject", nil
-		}
-		n.params.MaxBurstLength = min(v, n.offer.MaxBurstLength)
-		return strconv.Itoa(n.params.MaxBurstLength), nil
+		return minNumber(value, minSegmentLength, maxSegmentLength, n.offer.MaxBurstLength, &n.params.MaxBurstLength), nil
 	case "FirstBurstLength":
-		v, ok := parseNumber(value, minSegmentLength, maxSegmentLength)
-		if !ok {
-			return "Reject", nil
-		}
-		n.params.FirstBurstLength = min(v, n.offer.FirstBurstLength)
-		return strconv.Itoa(n.params.FirstBurstLength), nil
+		return minNumber(value, minSegmentLength, maxSegmentLength, n.offer.FirstBurstLength, &n.params.FirstBurstLength), nil
 	case "MaxOutstandingR2T":
-		v, ok := parseNumber(value, 1, maxR2T)
-		if !ok {
-			return "Reject", nil
-		}
-		n.params.MaxOutstandingR2T = min(v, n.offer.MaxOutstandingR2T)
-		return strconv.Itoa(n.params.MaxOutstandingR2T), nil
+		return minNumber(value, 1, maxR2T, n.offer.MaxOutstandingR2T, &n.params.MaxOutstandingR2T), nil
 	case "InitialR2T":
 		v, ok := parseBool(value)
 		if !ok {
@@ -247,6 +227,18 @@ func (n *negotiator) finish() Params {
 		p.FirstBurstLength = p.MaxBurstLength
 	}
 	return p
+}
+
+// minNumber negotiates a numeric key whose result is the minimum of both
+// sides (RFC 7143 §6.2.2): it stores the result in *dst and returns the
+// answer, or "Reject" for a value outside [lo, hi].
+func minNumber(value string, lo, hi, ours int, dst *int) string {
+	v, ok := parseNumber(value, lo, hi)
+	if !ok {
+		return "Reject"
+	}
+	*dst = min(v, ours)
+	return strconv.Itoa(*dst)
 }
 
 // selectFromList returns the first value of the initiator's comma-separated

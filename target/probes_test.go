@@ -219,22 +219,7 @@ func TestProbeDataOutBeyondEDTL(t *testing.T) {
 	tur(t, c)
 	// WRITE(10) of 2 blocks with EDTL 1024, no immediate data: the target
 	// solicits 1024 bytes; the probe answers with 2048.
-	itt := c.NextITT()
-	cmd := pdu.SCSICommand{Final: true, Write: true, Attr: pdu.AttrSimple, InitiatorTaskTag: itt,
-		ExpectedDataTransferLn: 1024, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN}
-	copy(cmd.CDB[:], cdbWrite10(0, 2))
-	c.CmdSN++
-	var h pdu.BHS
-	cmd.Marshal(&h)
-	if err := c.WritePDU(&h, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	rh, _, err := c.Expect(pdu.OpR2T)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r2t pdu.R2T
-	_ = r2t.Unmarshal(&rh.BHS)
+	itt, _, r2t := startWrite(t, c, cdbWrite10(0, 2), 1024)
 	if r2t.BufferOffset != 0 || r2t.DesiredDataTransferLength != 1024 {
 		t.Fatalf("R2T %+v", r2t)
 	}

@@ -137,6 +137,28 @@ func sendCmd(c *targettest.Client, cdb []byte, edtl uint32, write bool) error {
 	return c.WritePDU(&h, nil, nil)
 }
 
+// startWrite sends a WRITE without immediate data and returns its task tag,
+// its CmdSN and the first R2T the target answers with.
+func startWrite(t *testing.T, c *targettest.Client, cdb []byte, edtl uint32) (itt, cmdSN uint32, r2t pdu.R2T) {
+	t.Helper()
+	itt, cmdSN = c.NextITT(), c.CmdSN
+	cmd := pdu.SCSICommand{Final: true, Write: true, Attr: pdu.AttrSimple, InitiatorTaskTag: itt,
+		ExpectedDataTransferLn: edtl, CmdSN: cmdSN, ExpStatSN: c.ExpStatSN}
+	copy(cmd.CDB[:], cdb)
+	c.CmdSN++
+	var h pdu.BHS
+	cmd.Marshal(&h)
+	if err := c.WritePDU(&h, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	rh, _, err := c.Expect(pdu.OpR2T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r2t.Unmarshal(&rh.BHS)
+	return itt, cmdSN, r2t
+}
+
 func TestMultipleOutstandingR2Ts(t *testing.T) {
 	tg := targettest.Start(t, targettest.Options{})
 	c := dial(t, tg)
@@ -302,33 +324,19 @@ func TestRejects(t *testing.T) {
 		}
 	})
 	t.Run("duplicate task tag", func(t *testing.T) {
-		itt := c.NextITT()
-		cmd := pdu.SCSICommand{Final: true, Write: true, Attr: pdu.AttrSimple, InitiatorTaskTag: itt,
-			ExpectedDataTransferLn: 512, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN}
-		copy(cmd.CDB[:], cdbWrite10(0, 1))
-		c.CmdSN++
-		var h pdu.BHS
-		cmd.Marshal(&h)
 		// No data: the target waits (R2T) with the ITT in use.
-		cmd.InitiatorTaskTag = itt
-		if err := c.WritePDU(&h, nil, nil); err != nil {
-			t.Fatal(err)
-		}
-		rh, _, err := c.Expect(pdu.OpR2T)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r2t pdu.R2T
-		_ = r2t.Unmarshal(&rh.BHS)
+		itt, _, r2t := startWrite(t, c, cdbWrite10(0, 1), 512)
+		cmd := pdu.SCSICommand{Final: true, Read: true, Attr: pdu.AttrSimple, InitiatorTaskTag: itt,
+			ExpectedDataTransferLn: 512, ExpStatSN: c.ExpStatSN}
+		var h pdu.BHS
 		cmd.CmdSN = c.CmdSN
 		c.CmdSN++
 		copy(cmd.CDB[:], cdbRead10(0, 1))
-		cmd.Write, cmd.Read = false, true
 		cmd.Marshal(&h)
 		if err := c.WritePDU(&h, nil, nil); err != nil {
 			t.Fatal(err)
 		}
-		rh, _, err = c.Expect(pdu.OpReject)
+		rh, _, err := c.Expect(pdu.OpReject)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -367,23 +375,8 @@ func TestAbortTaskWaitingForData(t *testing.T) {
 	tg := targettest.Start(t, targettest.Options{})
 	c := login(t, tg, 1)
 	tur(t, c)
-	itt := c.NextITT()
-	cmd := pdu.SCSICommand{Final: true, Write: true, Attr: pdu.AttrSimple, InitiatorTaskTag: itt,
-		ExpectedDataTransferLn: 4096, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN}
-	copy(cmd.CDB[:], cdbWrite10(0, 8))
-	refCmdSN := c.CmdSN
-	c.CmdSN++
+	itt, refCmdSN, r2t := startWrite(t, c, cdbWrite10(0, 8), 4096)
 	var h pdu.BHS
-	cmd.Marshal(&h)
-	if err := c.WritePDU(&h, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	rh, _, err := c.Expect(pdu.OpR2T)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r2t pdu.R2T
-	_ = r2t.Unmarshal(&rh.BHS)
 	tmf := func(fn pdu.TMFunction, ref uint32, refSN uint32) uint8 {
 		req := pdu.TaskMgmtRequest{Immediate: true, Function: fn, InitiatorTaskTag: c.NextITT(),
 			ReferencedTaskTag: ref, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN, RefCmdSN: refSN}

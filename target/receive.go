@@ -251,6 +251,13 @@ func (c *conn) handleLogout() error {
 // execution, or timeout. Tasks still waiting for Data-Out are not waited
 // for: the receiver, which would read that data, is the caller.
 func (s *session) waitIdle(timeout time.Duration) {
+	s.waitWhile(s.busyLocked, timeout)
+}
+
+// waitWhile waits, with s.mu held around each check, until busy reports
+// false or timeout passes; it reports whether busy cleared. Tasks retiring
+// signal s.cond, and a timer wakes the wait at the deadline.
+func (s *session) waitWhile(busy func() bool, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	timer := time.AfterFunc(timeout, func() {
 		s.mu.Lock()
@@ -260,9 +267,13 @@ func (s *session) waitIdle(timeout time.Duration) {
 	defer timer.Stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.busyLocked() && time.Now().Before(deadline) {
+	for busy() {
+		if !time.Now().Before(deadline) {
+			return false
+		}
 		s.cond.Wait()
 	}
+	return true
 }
 
 // busyLocked reports whether a task is executing or queued; s.mu is held.

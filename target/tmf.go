@@ -188,27 +188,15 @@ func (srv *Server) abortNode(req *session, match func(*task) bool) []abortWait {
 // waitAborted waits until no aborted task delivered up to seq is still
 // executing in s.
 func (s *session) waitAborted(seq uint64, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	timer := time.AfterFunc(timeout, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	defer timer.Stop()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for time.Now().Before(deadline) {
-		busy := false
+	executing := func() bool {
 		for t := s.sched.head; t != nil && t.seq <= seq; t = t.next {
 			if t.aborted.Load() != notAborted && t.state == stateRunning {
-				busy = true
-				break
+				return true
 			}
 		}
-		if !busy {
-			return
-		}
-		s.cond.Wait()
+		return false
 	}
-	s.log.Warn("iscsi: aborted tasks still executing after the TMF wait")
+	if !s.waitWhile(executing, timeout) {
+		s.log.Warn("iscsi: aborted tasks still executing after the TMF wait")
+	}
 }
