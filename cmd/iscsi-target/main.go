@@ -44,6 +44,7 @@ func newApp() *cli.App {
 		Usage: "a userspace iSCSI target for file- and block-backed LUNs",
 		Commands: []*cli.Command{
 			serveCommand(),
+			sessionsCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

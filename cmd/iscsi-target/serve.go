@@ -43,6 +43,7 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
 			&cli.StringFlag{Name: "state-dir", Usage: "`DIR` for persistent state (default /var/lib/iscsi-target, or ~/.local/state/iscsi-target when not root)"},
 			&cli.DurationFlag{Name: "nop-interval", Value: 5 * time.Second, Usage: "send a NOP-In ping after this much silence (0 disables)"},
 			&cli.DurationFlag{Name: "nop-timeout", Value: 10 * time.Second, Usage: "declare a connection dead when a ping is not answered in this time"},
+			&cli.StringFlag{Name: "admin-socket", Usage: "`PATH` of the admin socket used by the sessions and lease commands (default STATE-DIR/admin.sock; \"none\" disables it)"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long SIGTERM waits for initiators to log out"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn, error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT`: text or json"},
@@ -103,6 +104,7 @@ type serveConfig struct {
 	luns      []lunSpec
 	access    string
 	stateDir  string
+	adminSock string
 	nopIntv   time.Duration
 	nopTmo    time.Duration
 	shutdown  time.Duration
@@ -130,6 +132,12 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 	}
 	if sc.stateDir == "" {
 		sc.stateDir = defaultStateDir()
+	}
+	switch sc.adminSock = c.String("admin-socket"); sc.adminSock {
+	case "":
+		sc.adminSock = filepath.Join(sc.stateDir, adminSocketName)
+	case "none":
+		sc.adminSock = ""
 	}
 	for _, l := range sc.listen {
 		if _, _, err := net.SplitHostPort(l); err != nil {
@@ -243,6 +251,17 @@ func serve(c *cli.Context) error {
 			return &exitError{code: exitFailure, err: fmt.Errorf("listen %s: %w", a, err)}
 		}
 		listeners = append(listeners, l)
+	}
+	var admin *adminServer
+	if sc.adminSock != "" {
+		if admin, err = startAdmin(sc.adminSock, adminRoutes(srv), log); err != nil {
+			for _, x := range listeners {
+				x.Close()
+			}
+			closeLUs()
+			return &exitError{code: exitFailure, err: err}
+		}
+		defer admin.Close()
 	}
 	var wg sync.WaitGroup
 	serveErr := make(chan error, len(listeners))
