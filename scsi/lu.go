@@ -131,6 +131,7 @@ type LU struct {
 	cawMu     sync.Mutex // serialises COMPARE AND WRITE and ORWRITE
 	zeroOnce  sync.Once
 	zeros     []byte
+	stats     luStats   // counters for LU.Stats (stats.go)
 	blockPool sync.Pool // *[]byte of one logical block
 	chunkPool sync.Pool // *[]byte of chunkBytes
 }

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -22,7 +23,8 @@ type Router struct {
 	ops    *[256]opEntry
 	log    *logrus.Entry
 	// panics counts commands that panicked; each became HARDWARE ERROR.
-	panics atomic.Uint64
+	panics     atomic.Uint64
+	unknownLUN atomic.Uint64 // commands for a LUN without LU (stats.go)
 }
 
 // ErrUnknownLUN is returned by LogicalUnitReset for a LUN without LU.
@@ -104,7 +106,7 @@ func (r *Router) LUNExists(rawLUN uint64) bool { return r.lookup(rawLUN) != nil 
 func (r *Router) Plan(c *Command) {
 	c.done, c.Status, c.SenseLen, c.Dir, c.XferLen = false, StatusGood, 0, DirNone, 0
 	st := &c.state
-	st.r, st.lu, st.op = r, nil, nil
+	st.r, st.lu, st.op, st.start = r, nil, nil, time.Now()
 	defer r.recoverPanic(c)
 	if len(c.CDB) == 0 {
 		r.finish(c, invalidCDB(0, -1))
@@ -190,6 +192,7 @@ func (r *Router) Execute(ctx context.Context, c *Command) {
 // TARGET FAILURE and are logged.
 func (r *Router) finish(c *Command, err error) {
 	c.done = true
+	defer r.account(c) // statistics, once the status is final (stats.go)
 	lu := c.state.lu
 	if err == nil || err == errPlanDone {
 		c.Status = StatusGood
