@@ -94,6 +94,7 @@ func (c *conn) serve() {
 		if r := recover(); r != nil {
 			c.log.WithFields(logrus.Fields{"panic": r, "pdu": fmt.Sprintf("% x", c.hdr.BHS[:])}).
 				Errorf("iscsi: panic in connection receiver\n%s", debug.Stack())
+			c.srv.stats.panics.Add(1)
 			c.close(fmt.Errorf("iscsi: panic: %v", r))
 			if c.sess != nil {
 				c.sess.connLost(c)
@@ -104,6 +105,7 @@ func (c *conn) serve() {
 		}
 	}()
 	if err := c.login(); err != nil {
+		c.srv.stats.loginEnded(err)
 		c.logEnd(err, "login ended")
 		c.close(err)
 		return

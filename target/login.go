@@ -310,6 +310,7 @@ func (st *loginState) reject(req *pdu.LoginRequest, status uint16, msg string) e
 	if err := st.respond(req, false, nil, status); err != nil {
 		return err
 	}
+	st.c.srv.stats.login(status)
 	return fmt.Errorf("%w: %s", errLoginRejected, msg)
 }
 
@@ -359,6 +360,7 @@ func (st *loginState) finish(req *pdu.LoginRequest, out pdu.Keys) (bool, error) 
 	c.tx = newTransmitter(c, st.statSN)
 	c.inFFP.Store(true)
 	c.tx.start()
+	c.srv.stats.login(pdu.LoginSuccess)
 	sess.log.WithFields(logrus.Fields{"params": params.String()}).Info("iscsi: login")
 	return true, nil
 }

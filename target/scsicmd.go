@@ -372,6 +372,7 @@ func (s *session) run(t *task) {
 		if r := recover(); r != nil {
 			s.log.WithFields(logrus.Fields{"panic": r, "itt": t.itt, "cdb": fmt.Sprintf("% x", t.cmd.CDB)}).
 				Errorf("iscsi: panic executing SCSI command\n%s", debug.Stack())
+			s.srv.stats.panics.Add(1)
 			setInternalError(&t.cmd)
 		}
 	}()

@@ -186,6 +186,7 @@ type Server struct {
 	sessions sessionTable
 	nextID   atomic.Uint64
 	tasks    sync.Pool
+	stats    serverStats // counters for Stats (stats.go)
 }
 
 // NewServer validates cfg and returns a server ready to Serve.
@@ -288,6 +289,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		return nil
 	}
 	c := newConn(s, nc)
+	s.stats.accepted.Add(1)
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
 	return c
