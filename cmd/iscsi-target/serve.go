@@ -43,6 +43,7 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
 			&cli.StringFlag{Name: "state-dir", Usage: "`DIR` for persistent state (default /var/lib/iscsi-target, or ~/.local/state/iscsi-target when not root)"},
 			&cli.DurationFlag{Name: "nop-interval", Value: 5 * time.Second, Usage: "send a NOP-In ping after this much silence (0 disables)"},
 			&cli.DurationFlag{Name: "nop-timeout", Value: 10 * time.Second, Usage: "declare a connection dead when a ping is not answered in this time"},
+			metricsListenFlag(),
 			&cli.StringFlag{Name: "admin-socket", Usage: "`PATH` of the admin socket used by the sessions and lease commands (default STATE-DIR/admin.sock; \"none\" disables it)"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long SIGTERM waits for initiators to log out"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn, error"},
@@ -263,6 +264,15 @@ func serve(c *cli.Context) error {
 		}
 		defer admin.Close()
 	}
+	obs, err := startObservability(c, srv, log) // metrics.go
+	if err != nil {
+		for _, x := range listeners {
+			x.Close()
+		}
+		closeLUs()
+		return err
+	}
+	defer obs.Close()
 	var wg sync.WaitGroup
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {
@@ -280,6 +290,7 @@ func serve(c *cli.Context) error {
 			"removable": s.Removable}).Info("LUN ready")
 	}
 	log.WithFields(logrus.Fields{"target": sc.iqn, "access": sc.access, "version": version}).Info("serving")
+	obs.ready()
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -290,6 +301,7 @@ func serve(c *cli.Context) error {
 	case runErr = <-serveErr:
 		log.WithError(runErr).Error("listener failed; shutting down")
 	}
+	obs.stopping()
 	go func() {
 		sig := <-sigs
 		log.WithField("signal", sig.String()).Warn("second signal: exiting at once")

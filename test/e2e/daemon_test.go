@@ -201,7 +201,7 @@ func TestDaemonDefaultLUN(t *testing.T) {
 	state := t.TempDir()
 	port := harness.FreePort(t)
 	cmd := exec.Command(bin, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--state-dir", state,
-		"--iqn", "iqn.2026-11.test:default")
+		"--iqn", "iqn.2026-11.test:default", "--metrics-listen", "")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,9 +95,12 @@ type Target struct {
 	Portal   string // host:port
 	IQN      string
 	StateDir string
-	logPath  string
-	cmd      *exec.Cmd
-	done     chan error
+	// MetricsAddr is the --metrics-listen address the harness chose, or
+	// "" when the test passed its own.
+	MetricsAddr string
+	logPath     string
+	cmd         *exec.Cmd
+	done        chan error
 }
 
 // TargetOptions configures StartTarget.
@@ -142,7 +146,14 @@ func StartTarget(t testing.TB, b *Builder, buildDir string, o TargetOptions) *Ta
 		args = append(args, "--lun", l)
 	}
 	args = append(args, o.Extra...)
-	tg := &Target{t: t, bin: bin, args: args, Portal: o.Listen, IQN: o.IQN,
+	// Every daemon gets its own metrics port (the default 9273 would
+	// collide between parallel tests) unless the test chose one.
+	metricsAddr := ""
+	if !slices.ContainsFunc(o.Extra, func(a string) bool { return strings.HasPrefix(a, "--metrics-listen") }) {
+		metricsAddr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+		args = append(args, "--metrics-listen", metricsAddr)
+	}
+	tg := &Target{t: t, bin: bin, args: args, Portal: o.Listen, IQN: o.IQN, MetricsAddr: metricsAddr,
 		StateDir: o.StateDir, logPath: filepath.Join(dir, "target.log")}
 	tg.start()
 	t.Cleanup(func() {

@@ -120,7 +120,8 @@ func LaunchOurs(ctx context.Context, o OursOptions) (*Peer, error) {
 	p.LogPath = filepath.Join(o.Dir, "iscsi-target.log")
 	p.LUs = lus
 	args := []string{o.Bin, "serve", "--listen", p.Portal, "--iqn", o.IQN,
-		"--access", o.Access, "--state-dir", filepath.Join(o.Dir, "state"), "--log-level", "info"}
+		"--access", o.Access, "--state-dir", filepath.Join(o.Dir, "state"), "--log-level", "info",
+		"--metrics-listen", ""}
 	for _, s := range specs {
 		args = append(args, "--lun", s)
 	}
