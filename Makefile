@@ -19,7 +19,7 @@ export ISCSI_TARGET_CACHE ?= $(CURDIR)/out/cache
 # (libiscsi end-to-end), QEMU system emulation and the pieces of the guest
 # kit (kernel-initiator end-to-end), tgt and iproute2 (peer comparison).
 DEB_PACKAGES := libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common \
-	busybox-static socat kmod xz-utils iproute2 tgt fio strace
+	busybox-static socat kmod xz-utils iproute2 tgt fio strace systemd
 
 # Fuzz targets run briefly by `make test` and at length by `make fuzz`:
 # package:FuzzName pairs.
