@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -123,19 +122,12 @@ func TestSystemdUnitHardening(t *testing.T) {
 	}
 }
 
-// serveFlags returns the long flags `iscsi-target serve --help` lists.
+// serveFlags returns the long flags of the serve command.
 func serveFlags(t *testing.T, bin string) []string {
 	t.Helper()
-	out, err := exec.Command(bin, "serve", "--help").CombinedOutput()
-	if err != nil {
-		t.Fatalf("serve --help: %v\n%s", err, out)
-	}
-	var flags []string
-	for _, m := range regexp.MustCompile(`(?m)^\s+--([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1) {
-		flags = append(flags, m[1])
-	}
+	flags := subcommandFlags(t, bin, "serve")
 	if len(flags) < 5 {
-		t.Fatalf("could not read the flags from serve --help:\n%s", out)
+		t.Fatalf("could not read the flags from serve --help: %v", flags)
 	}
 	return flags
 }
