@@ -17,7 +17,8 @@ export ISCSI_TARGET_CACHE ?= $(CURDIR)/out/cache
 
 # Debian packages the tests use: libiscsi tools and QEMU's libiscsi driver
 # (libiscsi end-to-end), QEMU system emulation and the pieces of the guest
-# kit (kernel-initiator end-to-end), tgt and iproute2 (peer comparison).
+# kit (kernel-initiator end-to-end), tgt and iproute2 (peer comparison),
+# systemd (systemd-analyze verify of the unit in deploy/).
 DEB_PACKAGES := libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common \
 	busybox-static socat kmod xz-utils iproute2 tgt fio strace systemd
 
@@ -56,6 +57,7 @@ vet:
 
 unit:
 	$(GO) test -race -count=1 ./...
+	cd test/k8s && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 fuzz-short:
 	@set -e; for t in $(FUZZ_TARGETS); do \
