@@ -40,10 +40,13 @@ type panicConn struct {
 }
 
 func (c panicConn) Read(p []byte) (int, error) {
+	// Checked after the read: the receiver is usually already blocked in
+	// Read when the test switches the mode.
+	n, err := c.Conn.Read(p)
 	if c.mode.Load() == panicOnRead {
 		panic("injected panic in Read")
 	}
-	return c.Conn.Read(p)
+	return n, err
 }
 
 func (c panicConn) Write(p []byte) (int, error) {
