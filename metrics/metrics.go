@@ -40,6 +40,13 @@ var (
 	descCHAPFailures        = desc("chap_failures_total", "CHAP responses that did not verify.")
 	descPanics              = desc("panics_total", "Panics recovered instead of crashing the daemon, by layer (iscsi: a connection or command worker; scsi: a command handler).", "layer")
 
+	descConnsRefused   = desc("connections_refused_total", "Connections closed on accept by a limit (max_connections, max_connections_per_source).", "limit")
+	descSessRefused    = desc("sessions_refused_total", "Logins refused because the target had its maximum number of sessions.")
+	descBufferWaits    = desc("data_buffer_waits_total", "Commands that waited for data buffer memory (the global budget).")
+	descBufferRefusals = desc("data_buffer_refusals_total", "Writes answered TASK SET FULL for lack of data buffer memory.")
+	descBufferBytes    = desc("data_buffer_bytes", "Data buffer memory in use.")
+	descBufferLimit    = desc("data_buffer_limit_bytes", "Size of the data buffer memory budget.")
+
 	descLeaseHeld      = desc("lease_held", "1 while an initiator holds the target's single-writer lease, else 0.", "target")
 	descLeaseEpoch     = desc("lease_epoch", "Epoch of the target's single-writer lease; it grows with every new holder.", "target")
 	descLeaseTakeovers = desc("lease_takeovers_total", "Takeovers of the target's single-writer lease by another initiator (the previous holder is fenced).", "target")
@@ -82,7 +89,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descBuildInfo, descConnections, descConnectionsAccepted, descSessions, descDiscoverySessions,
 		descLogins, descCHAPFailures, descPanics, descLeaseHeld, descLeaseEpoch, descLeaseTakeovers,
 		descFencedLogins, descCommands, descDuration, descReadBytes, descWrittenBytes, descErrors,
-		descConflicts, descBusy, descUnknownLUN, descCapacity,
+		descConflicts, descBusy, descUnknownLUN, descCapacity, descConnsRefused, descSessRefused,
+		descBufferWaits, descBufferRefusals, descBufferBytes, descBufferLimit,
 	} {
 		ch <- d
 	}
@@ -109,6 +117,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, n := range st.Nodes {
 		scsiPanics += n.SCSI.Panics
 	}
+	lim := st.Limits
+	counter(descConnsRefused, lim.ConnectionsRefusedTotal, "max_connections")
+	counter(descConnsRefused, lim.ConnectionsRefusedPerSource, "max_connections_per_source")
+	counter(descSessRefused, lim.SessionsRefused)
+	counter(descBufferWaits, lim.DataBufferWaits)
+	counter(descBufferRefusals, lim.DataBufferRefusals)
+	gauge(descBufferBytes, float64(lim.DataBufferBytes))
+	gauge(descBufferLimit, float64(lim.DataBufferLimit))
 	counter(descPanics, st.Panics, "iscsi")
 	counter(descPanics, scsiPanics, "scsi")
 

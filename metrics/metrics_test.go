@@ -136,6 +136,12 @@ func TestCollectorValuesAndLint(t *testing.T) {
 			t.Errorf("%s%v: got %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
 	}
+	if got := value(t, mfs, "iscsi_target_data_buffer_limit_bytes", nil); got <= 0 {
+		t.Errorf("data buffer limit %v, want the configured budget", got)
+	}
+	if got := value(t, mfs, "iscsi_target_connections_refused_total", map[string]string{"limit": "max_connections"}); got != 0 {
+		t.Errorf("connections refused: %v", got)
+	}
 	// The runtime and process collectors are registered.
 	value(t, mfs, "go_goroutines", nil)
 	value(t, mfs, "process_open_fds", nil)

@@ -164,6 +164,8 @@ type Stats struct {
 	Listening int
 	// Closing is set once Shutdown or Close has begun.
 	Closing bool
+	// Limits counts what the resource limits refused or delayed.
+	Limits LimitStats
 	// Nodes has one entry per configured target, in configuration order.
 	Nodes []NodeStats
 }
@@ -191,7 +193,7 @@ type NodeStats struct {
 // systemd watchdog relies on that).
 func (s *Server) Stats() Stats {
 	st := Stats{ConnectionsAccepted: s.stats.accepted.Load(), CHAPFailures: s.stats.chapFailures.Load(),
-		Panics: s.stats.panics.Load()}
+		Panics: s.stats.panics.Load(), Limits: s.LimitStats()}
 	for i := range st.Logins {
 		st.Logins[i] = s.stats.logins[i].Load()
 	}
