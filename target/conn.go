@@ -107,7 +107,7 @@ func (c *conn) serve() {
 		}
 	}()
 	if err := c.login(); err != nil {
-		c.srv.stats.loginEnded(err)
+		c.loginEnded(err)
 		c.logEnd(err, "login ended")
 		c.close(err)
 		return

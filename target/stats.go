@@ -18,7 +18,7 @@ import (
 // Counter contract for code that records events (see the field comments):
 //
 //	s.stats.login(status)                         final Login Response sent
-//	s.stats.loginEnded(err)                       login phase over (counts "aborted")
+//	c.loginEnded(err)                             login phase over (counts "aborted")
 //	s.stats.chapFailure()                         a CHAP response did not verify
 //	s.stats.leaseChanged(target, held, epoch)     lease acquired, released or taken over
 //	s.stats.leaseTakeover(target)                 the lease moved to another initiator
@@ -41,7 +41,7 @@ const (
 	LoginResultInitiatorError                    // other 0x02xx: protocol, version, parameters
 	LoginResultUnavailable                       // 0x0301 service unavailable (busy: lease held, reinstatement pending)
 	LoginResultTargetError                       // other 0x03xx
-	LoginResultAborted                           // no final response: connection lost, timeout, malformed PDU
+	LoginResultAborted                           // a login began but got no final response: connection lost, timeout, malformed PDU
 	// NumLoginResults is the number of results.
 	NumLoginResults = int(iota)
 )
@@ -119,10 +119,11 @@ func (st *serverStats) login(status uint16) { st.logins[loginResultOf(status)].A
 
 // loginEnded counts a login phase that ended with err without a final
 // Login Response (rejections are counted by login when the response went
-// out, successes likewise).
-func (st *serverStats) loginEnded(err error) {
-	if err != nil && !errors.Is(err, errLoginRejected) {
-		st.logins[LoginResultAborted].Add(1)
+// out, successes likewise). A connection closed before it sent any
+// header bytes (a port probe, a TCP health check) is no login.
+func (c *conn) loginEnded(err error) {
+	if err != nil && !errors.Is(err, errLoginRejected) && c.hdr.BHS != (pdu.BHS{}) {
+		c.srv.stats.logins[LoginResultAborted].Add(1)
 	}
 }
 

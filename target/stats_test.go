@@ -54,8 +54,15 @@ func TestServerStats(t *testing.T) {
 	if err := bad.Login(targettest.LoginOptions{Target: "iqn.2026-11.test:nobody"}); !errors.As(err, &lf) || lf.Status != 0x0203 {
 		t.Fatalf("login to an unknown target: %v", err)
 	}
+	// A login that breaks off after part of a header counts as aborted;
+	// a bare TCP probe is no login at all.
 	dropped := dial(t, tg)
+	if err := dropped.WriteRaw([]byte{0x43, 0x87, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
 	dropped.Close()
+	probe := dial(t, tg)
+	probe.Close()
 	disc := dial(t, tg)
 	disc.ISID[5] = 9
 	if err := disc.Login(targettest.LoginOptions{}); err != nil {
@@ -73,8 +80,8 @@ func TestServerStats(t *testing.T) {
 	if total != 4 {
 		t.Errorf("logins: got %v, want 4 in all", st.Logins)
 	}
-	if st.ConnectionsAccepted != 4 {
-		t.Errorf("connections accepted: got %d, want 4", st.ConnectionsAccepted)
+	if st.ConnectionsAccepted != 5 {
+		t.Errorf("connections accepted: got %d, want 5", st.ConnectionsAccepted)
 	}
 	if st.Nodes[0].Sessions != 1 || st.DiscoverySessions != 1 {
 		t.Errorf("sessions: got %d normal, %d discovery; want 1, 1", st.Nodes[0].Sessions, st.DiscoverySessions)
