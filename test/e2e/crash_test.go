@@ -28,10 +28,10 @@ import (
 )
 
 const (
-	crashBlock     = 512
-	crashPerWrite  = 8    // blocks per write
-	crashRegion    = 8192 // blocks per round
-	crashMagic     = 0x63727368626c6b21
+	crashBlock    = 512
+	crashPerWrite = 8    // blocks per write
+	crashRegion   = 8192 // blocks per round
+	crashMagic    = 0x63727368626c6b21
 )
 
 // crashRecord fills one block: magic, round, sequence, LBA, random body and
