@@ -1,0 +1,923 @@
+package scsi
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/iscsi-target/iscsi-target/backstore"
+)
+
+// --- helpers ---
+
+// prOut sends PERSISTENT RESERVE OUT with the basic parameter list.
+func (e *env) prOut(n *Nexus, sa uint8, typ PRType, key, sakey uint64, flags byte) *Command {
+	p := make([]byte, 24)
+	binary.BigEndian.PutUint64(p[0:], key)
+	binary.BigEndian.PutUint64(p[8:], sakey)
+	p[20] = flags
+	return e.prOutRaw(n, sa, byte(typ), p)
+}
+
+func (e *env) prOutRaw(n *Nexus, sa uint8, b2 byte, params []byte) *Command {
+	cdb := []byte{byte(OpPersistentReserveOut), sa, b2, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(cdb[5:9], uint32(len(params)))
+	return e.runOn(n, 0, cdb, params, 0)
+}
+
+func (e *env) prIn(n *Nexus, sa uint8, alloc uint16) *Command {
+	cdb := []byte{byte(OpPersistentReserveIn), sa, 0, 0, 0, 0, 0, byte(alloc >> 8), byte(alloc), 0}
+	return e.runOn(n, 0, cdb, nil, int(alloc))
+}
+
+func (e *env) readKeys(n *Nexus) (uint32, []uint64) {
+	e.t.Helper()
+	c := e.prIn(n, SAReadKeys, 4096)
+	good(e.t, c)
+	d := dataIn(c)
+	gen := binary.BigEndian.Uint32(d[0:4])
+	if l := binary.BigEndian.Uint32(d[4:8]); int(l) != len(d)-8 {
+		e.t.Fatalf("READ KEYS additional length %d, %d bytes follow", l, len(d)-8)
+	}
+	var keys []uint64
+	for p := 8; p+8 <= len(d); p += 8 {
+		keys = append(keys, binary.BigEndian.Uint64(d[p:]))
+	}
+	return gen, keys
+}
+
+// readRes returns the reservation key and type, type 0 without one.
+func (e *env) readRes(n *Nexus) (uint64, PRType) {
+	e.t.Helper()
+	c := e.prIn(n, SAReadReservation, 4096)
+	good(e.t, c)
+	d := dataIn(c)
+	switch binary.BigEndian.Uint32(d[4:8]) {
+	case 0:
+		if len(d) != 8 {
+			e.t.Fatalf("READ RESERVATION without reservation: %d bytes", len(d))
+		}
+		return 0, 0
+	case 16:
+		if len(d) != 24 || d[21]>>4 != 0 {
+			e.t.Fatalf("READ RESERVATION: % x", d)
+		}
+		return binary.BigEndian.Uint64(d[8:16]), PRType(d[21] & 0x0F)
+	}
+	e.t.Fatalf("READ RESERVATION additional length %d", binary.BigEndian.Uint32(d[4:8]))
+	return 0, 0
+}
+
+// nexus3 is a third initiator on the same target port.
+func (e *env) nexus3() *Nexus {
+	n := &Nexus{Key: NexusKey{InitiatorName: "iqn.2026-01.test:init3", ISID: [6]byte{0x80, 0, 0, 0, 0, 3},
+		TargetName: "iqn.2026-01.test:tgt", TPGT: 1}, RelativeTargetPortID: 1}
+	e.r.NexusAdded(n)
+	e.runOn(n, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
+	return n
+}
+
+func conflict(t testing.TB, c *Command) {
+	t.Helper()
+	check(t, c, StatusReservationConflict, 0, 0)
+}
+
+func illegal(t testing.TB, c *Command, asc ASC) {
+	t.Helper()
+	check(t, c, StatusCheckCondition, KeyIllegalRequest, asc)
+}
+
+func ua(t testing.TB, e *env, n *Nexus, asc ASC) {
+	t.Helper()
+	check(t, e.runOn(n, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0), StatusCheckCondition, KeyUnitAttention, asc)
+}
+
+func noUA(t testing.TB, e *env, n *Nexus) {
+	t.Helper()
+	good(t, e.runOn(n, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+}
+
+var allTypes = []PRType{PRWriteExclusive, PRExclusiveAccess, PRWriteExclusiveRegsOnly,
+	PRExclusiveAccessRegsOnly, PRWriteExclusiveAllRegs, PRExclusiveAccessAllRegs}
+
+// --- REGISTER ---
+
+func TestPRRegister(t *testing.T) {
+	e := newEnv(t, nil).login()
+	// Unregistered nexus with a non-zero RESERVATION KEY: conflict.
+	conflict(t, e.prOut(e.nx, SARegister, 0, 5, 7, 0))
+	// Unregistered, SARK zero: GOOD, nothing happens.
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0, 0))
+	if gen, keys := e.readKeys(e.nx); gen != 0 || len(keys) != 0 {
+		t.Fatalf("after no-op register: gen %d keys %x", gen, keys)
+	}
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA1, 0))
+	good(t, e.prOut(e.nx2, SARegisterIgnore, 0, 0xFFFF, 0xB2, 0)) // RK ignored
+	if gen, keys := e.readKeys(e.nx); gen != 2 || !slices.Equal(keys, []uint64{0xA1, 0xB2}) {
+		t.Fatalf("gen %d keys %x, want 2 [a1 b2]", gen, keys)
+	}
+	// Registered: wrong RK conflicts and changes nothing.
+	conflict(t, e.prOut(e.nx, SARegister, 0, 0xA2, 0xA3, 0))
+	// Correct RK changes the key in place.
+	good(t, e.prOut(e.nx, SARegister, 0, 0xA1, 0xA3, 0))
+	if gen, keys := e.readKeys(e.nx); gen != 3 || !slices.Equal(keys, []uint64{0xA3, 0xB2}) {
+		t.Fatalf("gen %d keys %x, want 3 [a3 b2]", gen, keys)
+	}
+	// SPEC_I_PT from a registered nexus.
+	spec := make([]byte, 28) // SPEC_I_PT with no TransportID
+	binary.BigEndian.PutUint64(spec[0:], 0xA3)
+	binary.BigEndian.PutUint64(spec[8:], 0xA4)
+	spec[20] = 0x08
+	illegal(t, e.prOutRaw(e.nx, SARegister, 0, spec), ASCInvalidFieldInParamList)
+	// Unregister.
+	good(t, e.prOut(e.nx, SARegister, 0, 0xA3, 0, 0))
+	if gen, keys := e.readKeys(e.nx); gen != 4 || !slices.Equal(keys, []uint64{0xB2}) {
+		t.Fatalf("gen %d keys %x, want 4 [b2]", gen, keys)
+	}
+	// The generation does not move on errors.
+	conflict(t, e.prOut(e.nx2, SARegister, 0, 1, 2, 0))
+	if gen, _ := e.readKeys(e.nx); gen != 4 {
+		t.Fatalf("gen %d after a conflict, want 4", gen)
+	}
+}
+
+func TestPROutParameterErrors(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 1, 0))
+	cases := []struct {
+		name string
+		sa   uint8
+		b2   byte
+		p    []byte
+		asc  ASC
+	}{
+		{"short list", SARegister, 0, make([]byte, 23), ASCParamListLengthError},
+		{"long list", SARegister, 0, make([]byte, 25), ASCParamListLengthError},
+		{"scope", SAReserve, 0x11, make([]byte, 24), ASCInvalidFieldInCDB},
+		{"type 2", SAReserve, 0x02, make([]byte, 24), ASCInvalidFieldInCDB},
+		{"type 0 preempt", SAPreempt, 0x00, make([]byte, 24), ASCInvalidFieldInCDB},
+		{"spec_i_pt reserve", SAReserve, 0x01, append(make([]byte, 20), 0x08, 0, 0, 0), ASCInvalidFieldInParamList},
+		{"reserved bit", SARegister, 0, append(make([]byte, 20), 0x02, 0, 0, 0), ASCInvalidFieldInParamList},
+		{"obsolete address", SARegister, 0, append(make([]byte, 16), 1, 0, 0, 0, 0, 0, 0, 0), ASCInvalidFieldInParamList},
+		{"aptpl unsupported", SARegister, 0, append(make([]byte, 20), 0x01, 0, 0, 0), ASCInvalidFieldInParamList},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			illegal(t, e.prOutRaw(e.nx, tc.sa, tc.b2, tc.p), tc.asc)
+		})
+	}
+	// Service actions 8-1Fh do not exist.
+	for sa := uint8(8); sa < 0x20; sa++ {
+		illegal(t, e.prOutRaw(e.nx, sa, 0, make([]byte, 24)), ASCInvalidFieldInCDB)
+	}
+	for sa := uint8(4); sa < 0x20; sa++ {
+		illegal(t, e.prIn(e.nx, sa, 100), ASCInvalidFieldInCDB)
+	}
+}
+
+// --- RESERVE, RELEASE and the access table ---
+
+func TestPRReserveRelease(t *testing.T) {
+	for _, typ := range allTypes {
+		t.Run(typ.String(), func(t *testing.T) {
+			e := newEnv(t, nil).login()
+			conflict(t, e.prOut(e.nx, SAReserve, typ, 0, 0, 0)) // unregistered
+			good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+			good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+			conflict(t, e.prOut(e.nx, SAReserve, typ, 0xB, 0, 0)) // wrong key
+			good(t, e.prOut(e.nx, SAReserve, typ, 0xA, 0, 0))
+			good(t, e.prOut(e.nx, SAReserve, typ, 0xA, 0, 0)) // again, same type
+			other := PRWriteExclusive
+			if typ == other {
+				other = PRExclusiveAccess
+			}
+			conflict(t, e.prOut(e.nx, SAReserve, other, 0xA, 0, 0))
+			key, got := e.readRes(e.nx)
+			wantKey := uint64(0xA)
+			if typ.allRegistrants() {
+				wantKey = 0
+			}
+			if got != typ || key != wantKey {
+				t.Fatalf("READ RESERVATION key %#x type %v, want %#x %v", key, got, wantKey, typ)
+			}
+			gen, _ := e.readKeys(e.nx)
+			if typ.allRegistrants() {
+				// Every registrant holds it: nx2 may RESERVE the same
+				// type (a no-op) and RELEASE it.
+				good(t, e.prOut(e.nx2, SAReserve, typ, 0xB, 0, 0))
+			} else {
+				conflict(t, e.prOut(e.nx2, SAReserve, typ, 0xB, 0, 0))
+				good(t, e.prOut(e.nx2, SARelease, typ, 0xB, 0, 0)) // non-holder: no action
+				if _, got := e.readRes(e.nx); got != typ {
+					t.Fatalf("a non-holder's RELEASE released the reservation")
+				}
+			}
+			illegal(t, e.prOut(e.nx, SARelease, other, 0xA, 0, 0), ASCInvalidReleaseOfPR)
+			conflict(t, e.prOut(e.nx, SARelease, typ, 0xB, 0, 0))
+			good(t, e.prOut(e.nx, SARelease, typ, 0xA, 0, 0))
+			if _, got := e.readRes(e.nx); got != 0 {
+				t.Fatalf("still reserved (%v) after RELEASE", got)
+			}
+			if g, _ := e.readKeys(e.nx); g != gen {
+				t.Fatalf("RESERVE/RELEASE moved PRgeneration %d -> %d", gen, g)
+			}
+			// RESERVATIONS RELEASED goes to the other registrants of
+			// registrants only and all registrants types only.
+			if typ.registrantsOnly() {
+				ua(t, e, e.nx2, ASCReservationsReleased)
+			}
+			noUA(t, e, e.nx2)
+			noUA(t, e, e.nx)
+			good(t, e.prOut(e.nx, SARelease, typ, 0xA, 0, 0)) // nothing to release
+		})
+	}
+}
+
+// TestPRAccess checks READ and WRITE from the holder, a registered and an
+// unregistered nexus for every type (SPC-4 table 66; the expectations of
+// libiscsi's ProutReserve.Access* tests).
+func TestPRAccess(t *testing.T) {
+	type access struct{ regRead, regWrite, unregRead, unregWrite bool }
+	want := map[PRType]access{
+		PRExclusiveAccess:         {false, false, false, false},
+		PRWriteExclusive:          {true, false, true, false},
+		PRExclusiveAccessRegsOnly: {true, true, false, false},
+		PRWriteExclusiveRegsOnly:  {true, true, true, false},
+		PRExclusiveAccessAllRegs:  {true, true, false, false},
+		PRWriteExclusiveAllRegs:   {true, true, true, false},
+	}
+	for _, typ := range allTypes {
+		t.Run(typ.String(), func(t *testing.T) {
+			e := newEnv(t, nil).login()
+			nx3 := e.nexus3()
+			good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+			good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+			good(t, e.prOut(e.nx, SAReserve, typ, 0xA, 0, 0))
+			w := want[typ]
+			expect := func(n *Nexus, cdb []byte, out []byte, in int, ok bool) {
+				t.Helper()
+				c := e.runOn(n, 0, cdb, out, in)
+				if ok {
+					good(t, c)
+				} else {
+					conflict(t, c)
+				}
+			}
+			block := make([]byte, 512)
+			for _, n := range []*Nexus{e.nx, e.nx2, nx3} {
+				reg, rd, wr := n != nx3, true, true
+				switch n {
+				case e.nx2:
+					rd, wr = w.regRead, w.regWrite
+				case nx3:
+					rd, wr = w.unregRead, w.unregWrite
+				}
+				_ = reg
+				expect(n, cdb10(OpRead10, 0, 1, 1), nil, 512, rd)
+				expect(n, cdb10(OpWrite10, 0, 1, 1), block, 0, wr)
+				expect(n, cdb16(OpWrite16, 0, 1, 1), block, 0, wr)
+				expect(n, cdb10(OpWriteSame10, 0, 1, 1), block, 0, wr)
+				expect(n, cdb10(OpSyncCache10, 0, 0, 0), nil, 0, wr)
+				expect(n, cdb10(OpVerify10, 0, 1, 1), nil, 0, rd)
+				expect(n, modeSense6(false, 0, 0x3F, 0, 255), nil, 255, rd)
+				// Allowed whatever the reservation.
+				expect(n, []byte{0, 0, 0, 0, 0, 0}, nil, 0, true)
+				expect(n, inquiryCDBBytes(false, 0, 96), nil, 96, true)
+				expect(n, cdb10(OpReadCapacity10, 0, 0, 0), nil, 8, true)
+				expect(n, readCap16CDB(32), nil, 32, true)
+				expect(n, []byte{byte(OpPersistentReserveIn), 0, 0, 0, 0, 0, 0, 0, 100, 0}, nil, 100, true)
+			}
+			// The holder's registered peer may RELEASE (no action) only
+			// when registered; the unregistered one conflicts.
+			conflict(t, e.prOut(nx3, SARelease, typ, 0xC, 0, 0))
+			if e.lu.ReservationConflicts() == 0 {
+				t.Fatal("conflict counter did not move")
+			}
+		})
+	}
+}
+
+// TestPROwnership: the holder unregistering releases a reservation that is
+// not all registrants; an all registrants one stays with the others.
+func TestPROwnership(t *testing.T) {
+	for _, typ := range allTypes {
+		t.Run(typ.String(), func(t *testing.T) {
+			e := newEnv(t, nil).login()
+			good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+			good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+			good(t, e.prOut(e.nx, SAReserve, typ, 0xA, 0, 0))
+			good(t, e.prOut(e.nx, SARegister, 0, 0xA, 0, 0))
+			_, got := e.readRes(e.nx)
+			switch {
+			case typ.allRegistrants():
+				if got != typ {
+					t.Fatalf("all registrants reservation gone (%v) with one registrant left", got)
+				}
+				good(t, e.prOut(e.nx2, SARelease, typ, 0xB, 0, 0))
+			case got != 0:
+				t.Fatalf("reservation %v survives its holder's unregistration", got)
+			}
+			if typ == PRWriteExclusiveRegsOnly || typ == PRExclusiveAccessRegsOnly {
+				ua(t, e, e.nx2, ASCReservationsReleased)
+			}
+			noUA(t, e, e.nx2)
+		})
+	}
+}
+
+// --- CLEAR, PREEMPT, PREEMPT AND ABORT ---
+
+func TestPRClear(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+	good(t, e.prOut(e.nx, SAReserve, PRExclusiveAccess, 0xA, 0, 0))
+	nx3 := e.nexus3()
+	conflict(t, e.prOut(nx3, SAClear, 0, 0, 0, 0))     // unregistered
+	conflict(t, e.prOut(e.nx2, SAClear, 0, 0xA, 0, 0)) // wrong key
+	good(t, e.prOut(e.nx2, SAClear, 0, 0xB, 0, 0))     // a registered non-holder may clear
+	if gen, keys := e.readKeys(e.nx2); gen != 3 || len(keys) != 0 {
+		t.Fatalf("after CLEAR gen %d keys %x, want 3 []", gen, keys)
+	}
+	if _, typ := e.readRes(e.nx2); typ != 0 {
+		t.Fatalf("reservation %v after CLEAR", typ)
+	}
+	ua(t, e, e.nx, ASCReservationsPreempted)
+	noUA(t, e, e.nx2) // the sender gets none
+	noUA(t, e, nx3)   // nor an unregistered nexus
+}
+
+func TestPRPreemptRegistrations(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+	// No reservation: SARK zero is invalid, an unknown key conflicts.
+	illegal(t, e.prOut(e.nx2, SAPreempt, PRExclusiveAccess, 0xB, 0, 0), ASCInvalidFieldInParamList)
+	conflict(t, e.prOut(e.nx2, SAPreempt, PRExclusiveAccess, 0xB, 0xC, 0))
+	conflict(t, e.prOut(e.nx2, SAPreempt, PRExclusiveAccess, 0xC, 0xA, 0)) // wrong RK
+	good(t, e.prOut(e.nx2, SAPreempt, PRExclusiveAccess, 0xB, 0xA, 0))
+	if gen, keys := e.readKeys(e.nx2); gen != 3 || !slices.Equal(keys, []uint64{0xB}) {
+		t.Fatalf("gen %d keys %x, want 3 [b]", gen, keys)
+	}
+	if _, typ := e.readRes(e.nx2); typ != 0 {
+		t.Fatalf("PREEMPT without reservation created one (%v)", typ)
+	}
+	ua(t, e, e.nx, ASCRegistrationsPreempted)
+	noUA(t, e, e.nx2)
+	// The preempted nexus is no longer registered.
+	conflict(t, e.prOut(e.nx, SARegister, 0, 0xA, 0xA, 0))
+}
+
+func TestPRPreemptReservation(t *testing.T) {
+	e := newEnv(t, nil).login()
+	nx3 := e.nexus3()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+	good(t, e.prOut(nx3, SARegister, 0, 0, 0xC, 0))
+	good(t, e.prOut(e.nx, SAReserve, PRWriteExclusive, 0xA, 0, 0))
+	// nx2 preempts the holder with another type: nx loses its registration
+	// and reservation, nx3 keeps its registration and learns the type
+	// changed.
+	good(t, e.prOut(e.nx2, SAPreempt, PRExclusiveAccessRegsOnly, 0xB, 0xA, 0))
+	if key, typ := e.readRes(e.nx2); key != 0xB || typ != PRExclusiveAccessRegsOnly {
+		t.Fatalf("reservation %#x %v, want b EXCLUSIVE ACCESS - REGISTRANTS ONLY", key, typ)
+	}
+	if _, keys := e.readKeys(e.nx2); !slices.Equal(keys, []uint64{0xB, 0xC}) {
+		t.Fatalf("keys %x, want [b c]", keys)
+	}
+	ua(t, e, e.nx, ASCRegistrationsPreempted)
+	ua(t, e, nx3, ASCReservationsReleased)
+	noUA(t, e, e.nx2)
+	// A key that is not the holder's removes registrations only.
+	good(t, e.prOut(e.nx2, SAPreempt, PRWriteExclusive, 0xB, 0xC, 0))
+	if key, typ := e.readRes(e.nx2); key != 0xB || typ != PRExclusiveAccessRegsOnly {
+		t.Fatalf("reservation changed to %#x %v by preempting a non-holder", key, typ)
+	}
+	ua(t, e, nx3, ASCRegistrationsPreempted)
+	// The holder may preempt itself to change the type.
+	good(t, e.prOut(e.nx2, SAPreempt, PRWriteExclusive, 0xB, 0xB, 0))
+	if key, typ := e.readRes(e.nx2); key != 0xB || typ != PRWriteExclusive {
+		t.Fatalf("self-preempt: %#x %v", key, typ)
+	}
+	if gen, _ := e.readKeys(e.nx); gen != 6 {
+		t.Fatalf("gen %d, want 6", gen)
+	}
+}
+
+func TestPRPreemptAllRegistrants(t *testing.T) {
+	e := newEnv(t, nil).login()
+	nx3 := e.nexus3()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+	good(t, e.prOut(nx3, SARegister, 0, 0, 0xC, 0))
+	good(t, e.prOut(e.nx, SAReserve, PRExclusiveAccessAllRegs, 0xA, 0, 0))
+	// A non-zero key removes that registration; the reservation stays.
+	good(t, e.prOut(e.nx2, SAPreempt, PRExclusiveAccess, 0xB, 0xC, 0))
+	if _, typ := e.readRes(e.nx2); typ != PRExclusiveAccessAllRegs {
+		t.Fatalf("type %v", typ)
+	}
+	// Zero: everyone else goes and nx2 holds the new type alone.
+	good(t, e.prOut(e.nx2, SAPreempt, PRExclusiveAccess, 0xB, 0, 0))
+	if key, typ := e.readRes(e.nx2); key != 0xB || typ != PRExclusiveAccess {
+		t.Fatalf("reservation %#x %v, want b EXCLUSIVE ACCESS", key, typ)
+	}
+	if _, keys := e.readKeys(e.nx2); !slices.Equal(keys, []uint64{0xB}) {
+		t.Fatalf("keys %x", keys)
+	}
+	ua(t, e, e.nx, ASCRegistrationsPreempted)
+	ua(t, e, nx3, ASCRegistrationsPreempted)
+}
+
+func TestPRPreemptAndAbort(t *testing.T) {
+	e := newEnv(t, nil).login()
+	nx3 := e.nexus3()
+	var mu sync.Mutex
+	var calls [][]NexusKey
+	e.r.SetTaskAborter(func(_ context.Context, lun uint16, keys []NexusKey) {
+		mu.Lock()
+		defer mu.Unlock()
+		if lun != 0 {
+			t.Errorf("abort on LUN %d", lun)
+		}
+		calls = append(calls, keys)
+	})
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+	good(t, e.prOut(nx3, SARegister, 0, 0, 0xB, 0)) // same key as nx2
+	good(t, e.prOut(e.nx2, SAReserve, PRWriteExclusive, 0xB, 0, 0))
+	good(t, e.prOut(e.nx, SAPreemptAndAbort, PRExclusiveAccess, 0xA, 0xB, 0))
+	mu.Lock()
+	got := calls
+	mu.Unlock()
+	if len(got) != 1 || len(got[0]) != 2 {
+		t.Fatalf("aborter calls %v, want one with nx2 and nx3", got)
+	}
+	slices.SortFunc(got[0], func(a, b NexusKey) int { return bytes.Compare(a.ISID[:], b.ISID[:]) })
+	if got[0][0] != e.nx2.Key || got[0][1] != nx3.Key {
+		t.Fatalf("aborted %v", got[0])
+	}
+	if key, typ := e.readRes(e.nx); key != 0xA || typ != PRExclusiveAccess {
+		t.Fatalf("reservation %#x %v", key, typ)
+	}
+	// The victims learn it, then their commands conflict.
+	ua(t, e, e.nx2, ASCRegistrationsPreempted)
+	conflict(t, e.runOn(e.nx2, 0, cdb10(OpRead10, 0, 0, 1), nil, 512))
+	// No victim, no call.
+	good(t, e.prOut(e.nx, SAPreemptAndAbort, PRExclusiveAccess, 0xA, 0xA, 0))
+	mu.Lock()
+	n := len(calls)
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("aborter called %d times, want 1", n)
+	}
+}
+
+// TestPRExecuteRechecks: a command planned before a PREEMPT that makes it
+// conflict ends with RESERVATION CONFLICT instead of writing.
+func TestPRExecuteRechecks(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+	good(t, e.prOut(e.nx2, SAReserve, PRWriteExclusive, 0xB, 0, 0))
+	c := &Command{Nexus: e.nx2, LUN: EncodeLUN(0), CDB: cdb10(OpWrite10, 0, 3, 1), ExpectedLength: 512}
+	e.r.Plan(c)
+	if c.Done() {
+		t.Fatalf("write planned with status %v", c.Status)
+	}
+	good(t, e.prOut(e.nx, SAPreempt, PRWriteExclusive, 0xA, 0xB, 0))
+	c.DataOut = fill(512, 0x77)
+	e.r.Execute(context.Background(), c)
+	conflict(t, c)
+	rd := e.run(cdb10(OpRead10, 0, 3, 1), nil, 512)
+	good(t, rd)
+	if bytes.Contains(dataIn(rd), []byte{0x77}) {
+		t.Fatal("the preempted write reached the medium")
+	}
+}
+
+// --- REGISTER AND MOVE, SPEC_I_PT, ALL_TG_PT, READ FULL STATUS ---
+
+func tidPort(name string, isid [6]byte) []byte {
+	return encodeTransportID(name, isid, false)
+}
+
+func TestPRRegisterAndMove(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	good(t, e.prOut(e.nx, SAReserve, PRWriteExclusive, 0xA, 0, 0))
+	move := func(n *Nexus, typ PRType, key, sakey uint64, unreg bool, rel uint16, tid []byte) *Command {
+		p := make([]byte, 24, 24+len(tid))
+		binary.BigEndian.PutUint64(p[0:], key)
+		binary.BigEndian.PutUint64(p[8:], sakey)
+		if unreg {
+			p[17] = 0x02
+		}
+		binary.BigEndian.PutUint16(p[18:], rel)
+		binary.BigEndian.PutUint32(p[20:], uint32(len(tid)))
+		return e.prOutRaw(n, SARegisterAndMove, byte(typ), append(p, tid...))
+	}
+	dest := tidPort(e.nx2.Key.InitiatorName, e.nx2.Key.ISID)
+	conflict(t, move(e.nx2, PRWriteExclusive, 0, 0xB, false, 1, dest)) // unregistered sender
+	illegal(t, move(e.nx, PRWriteExclusive, 0xA, 0, false, 1, dest), ASCInvalidFieldInParamList)
+	illegal(t, move(e.nx, PRWriteExclusive, 0xA, 0xB, false, 9, dest), ASCInvalidFieldInParamList)
+	illegal(t, move(e.nx, PRWriteExclusive, 0xA, 0xB, false, 1, tidPort(e.nx.Key.InitiatorName, e.nx.Key.ISID)), ASCInvalidFieldInParamList)
+	good(t, move(e.nx, PRExclusiveAccess, 0xA, 0xB, true, 1, dest))
+	if key, typ := e.readRes(e.nx2); key != 0xB || typ != PRExclusiveAccess {
+		t.Fatalf("after move: %#x %v", key, typ)
+	}
+	if gen, keys := e.readKeys(e.nx2); gen != 2 || !slices.Equal(keys, []uint64{0xB}) {
+		t.Fatalf("after move gen %d keys %x, want 2 [b]", gen, keys)
+	}
+	// nx2 holds it now.
+	good(t, e.runOn(e.nx2, 0, cdb10(OpWrite10, 0, 1, 1), fill(512, 1), 0))
+	conflict(t, e.run(cdb10(OpRead10, 0, 1, 1), nil, 512))
+	// All registrants reservations cannot move.
+	good(t, e.prOut(e.nx2, SARelease, PRExclusiveAccess, 0xB, 0, 0))
+	good(t, e.prOut(e.nx2, SAReserve, PRWriteExclusiveAllRegs, 0xB, 0, 0))
+	conflict(t, move(e.nx2, PRWriteExclusive, 0xB, 0xA, false, 1, tidPort(e.nx.Key.InitiatorName, e.nx.Key.ISID)))
+}
+
+func TestPRSpecIPT(t *testing.T) {
+	e := newEnv(t, nil).login()
+	nx3 := e.nexus3()
+	tids := append(tidPort(e.nx2.Key.InitiatorName, e.nx2.Key.ISID),
+		encodeTransportID(nx3.Key.InitiatorName, [6]byte{}, true)...)
+	p := make([]byte, 28, 28+len(tids))
+	binary.BigEndian.PutUint64(p[8:], 0x5A)
+	p[20] = 0x08
+	binary.BigEndian.PutUint32(p[24:], uint32(len(tids)))
+	p = append(p, tids...)
+	// A bad TRANSPORTID PARAMETER DATA LENGTH.
+	bad := slices.Clone(p)
+	binary.BigEndian.PutUint32(bad[24:], uint32(len(tids)+4))
+	illegal(t, e.prOutRaw(e.nx, SARegister, 0, bad), ASCParamListLengthError)
+	// SPEC_I_PT with REGISTER AND IGNORE EXISTING KEY.
+	illegal(t, e.prOutRaw(e.nx, SARegisterIgnore, 0, p), ASCInvalidFieldInParamList)
+	good(t, e.prOutRaw(e.nx, SARegister, 0, p))
+	if gen, keys := e.readKeys(e.nx); gen != 1 || !slices.Equal(keys, []uint64{0x5A, 0x5A, 0x5A}) {
+		t.Fatalf("gen %d keys %x, want 1 and three 5a", gen, keys)
+	}
+	// nx2 and nx3 (by name, any ISID) are registered: they may reserve.
+	good(t, e.prOut(nx3, SAReserve, PRWriteExclusive, 0x5A, 0, 0))
+	good(t, e.prOut(nx3, SARelease, PRWriteExclusive, 0x5A, 0, 0))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0x5A, 0, 0))
+	// Naming an already registered nexus fails as a whole.
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0, 0))
+	illegal(t, e.prOutRaw(e.nx2, SARegister, 0, func() []byte {
+		q := make([]byte, 28)
+		binary.BigEndian.PutUint64(q[8:], 0x77)
+		q[20] = 0x08
+		tid := tidPort(e.nx.Key.InitiatorName, e.nx.Key.ISID)
+		binary.BigEndian.PutUint32(q[24:], uint32(len(tid)))
+		return append(q, tid...)
+	}()), ASCInvalidFieldInParamList)
+	if _, keys := e.readKeys(e.nx); len(keys) != 2 {
+		t.Fatalf("keys %x after a failed SPEC_I_PT, want two", keys)
+	}
+}
+
+func TestPRAllTgPtAndFullStatus(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0x04)) // ALL_TG_PT
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+	good(t, e.prOut(e.nx2, SAReserve, PRWriteExclusive, 0xB, 0, 0))
+	// The same initiator port through another target port is registered.
+	other := &Nexus{Key: e.nx.Key, RelativeTargetPortID: 2}
+	other.Key.TPGT = 2
+	e.r.NexusAdded(other)
+	e.runOn(other, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
+	good(t, e.prOut(other, SARegister, 0, 0xA, 0xAA, 0))
+
+	c := e.prIn(e.nx, SAReadFullStatus, 4096)
+	good(t, c)
+	d := dataIn(c)
+	if gen := binary.BigEndian.Uint32(d[0:4]); gen != 3 {
+		t.Fatalf("gen %d", gen)
+	}
+	if n := binary.BigEndian.Uint32(d[4:8]); int(n) != len(d)-8 {
+		t.Fatalf("additional length %d for %d bytes", n, len(d)-8)
+	}
+	type desc struct {
+		key           uint64
+		allTgPt, hold bool
+		typ           byte
+		rel           uint16
+		tid           []byte
+	}
+	var got []desc
+	for p := 8; p < len(d); {
+		n := int(binary.BigEndian.Uint32(d[p+20 : p+24]))
+		got = append(got, desc{binary.BigEndian.Uint64(d[p:]), d[p+12]&2 != 0, d[p+12]&1 != 0, d[p+13],
+			binary.BigEndian.Uint16(d[p+18:]), d[p+24 : p+24+n]})
+		p += 24 + n
+	}
+	want := []desc{
+		{0xAA, true, false, 0, 0, tidPort(e.nx.Key.InitiatorName, e.nx.Key.ISID)},
+		{0xB, false, true, byte(PRWriteExclusive), 1, tidPort(e.nx2.Key.InitiatorName, e.nx2.Key.ISID)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d descriptors, want %d", len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.key != w.key || g.allTgPt != w.allTgPt || g.hold != w.hold || g.typ != w.typ || g.rel != w.rel || !bytes.Equal(g.tid, w.tid) {
+			t.Errorf("descriptor %d: %+v, want %+v", i, g, w)
+		}
+	}
+	// A TransportID of format 01b, iSCSI, NUL-padded to a multiple of 4.
+	tid := want[1].tid
+	if tid[0] != 0x45 || len(tid)%4 != 0 || !bytes.HasPrefix(tid[4:], []byte("iqn.2026-01.test:init2,i,0x800000000002\x00")) {
+		t.Fatalf("TransportID % x", tid)
+	}
+}
+
+func TestPRReportCapabilities(t *testing.T) {
+	e := newEnv(t, nil).login()
+	c := e.prIn(e.nx, SAReportCapabilities, 8)
+	good(t, c)
+	if got, want := dataIn(c), []byte{0, 8, 0x0C, 0xB0, 0xEA, 0x01, 0, 0}; !bytes.Equal(got, want) {
+		t.Fatalf("REPORT CAPABILITIES % x, want % x", got, want)
+	}
+	dir := t.TempDir()
+	e = newEnv(t, func(c *LUConfig) { c.PRStatePath = filepath.Join(dir, "pr.json") }).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 1, 0x01))
+	c = e.prIn(e.nx, SAReportCapabilities, 8)
+	if got, want := dataIn(c), []byte{0, 8, 0x0D, 0xB1, 0xEA, 0x01, 0, 0}; !bytes.Equal(got, want) {
+		t.Fatalf("REPORT CAPABILITIES with APTPL % x, want % x", got, want)
+	}
+	// Truncation to the allocation length.
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 2, 0x01))
+	c = e.prIn(e.nx, SAReadKeys, 12)
+	good(t, c)
+	if d := dataIn(c); len(d) != 12 || binary.BigEndian.Uint32(d[4:8]) != 16 {
+		t.Fatalf("truncated READ KEYS % x", d)
+	}
+}
+
+// --- APTPL ---
+
+func TestPRAPTPLRestore(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "lun0.pr.json")
+	mod := func(c *LUConfig) { c.PRStatePath = path }
+	e := newEnv(t, mod).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0x01))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0x05)) // APTPL and ALL_TG_PT
+	good(t, e.prOut(e.nx2, SAReserve, PRExclusiveAccessRegsOnly, 0xB, 0, 0))
+	good(t, e.prOut(e.nx, SARegister, 0, 0xA, 0xC, 0x01))
+
+	e2 := newEnv(t, mod).login()
+	if gen, keys := e2.readKeys(e2.nx); gen != 3 || !slices.Equal(keys, []uint64{0xC, 0xB}) {
+		t.Fatalf("restored gen %d keys %x, want 3 [c b]", gen, keys)
+	}
+	if key, typ := e2.readRes(e2.nx); key != 0xB || typ != PRExclusiveAccessRegsOnly {
+		t.Fatalf("restored reservation %#x %v", key, typ)
+	}
+	// The restored holder is the same I_T nexus.
+	good(t, e2.runOn(e2.nx2, 0, cdb10(OpWrite10, 0, 0, 1), fill(512, 3), 0))
+	nx3 := e2.nexus3()
+	conflict(t, e2.runOn(nx3, 0, cdb10(OpRead10, 0, 0, 1), nil, 512))
+
+	// APTPL=0 on a later REGISTER: nothing persists any more.
+	good(t, e2.prOut(e2.nx, SARegister, 0, 0xC, 0xD, 0))
+	e3 := newEnv(t, mod).login()
+	if gen, keys := e3.readKeys(e3.nx); gen != 0 || len(keys) != 0 {
+		t.Fatalf("after APTPL=0: gen %d keys %x, want nothing", gen, keys)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPRAPTPLCorruptFile(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]string{
+		"garbage":    "{not json",
+		"truncated":  `{"version":1,"aptpl":true,"generation":3,"registrations":[{"key":1,`,
+		"version":    `{"version":9,"aptpl":true}`,
+		"zero key":   `{"version":1,"aptpl":true,"registrations":[{"key":0,"initiator":"iqn.x","target":"t","isid":"800000000001"}]}`,
+		"bad isid":   `{"version":1,"aptpl":true,"registrations":[{"key":1,"initiator":"iqn.x","target":"t","isid":"80"}]}`,
+		"bad holder": `{"version":1,"aptpl":true,"registrations":[{"key":1,"initiator":"iqn.x","target":"t","isid":"800000000001"}],"reservation":{"type":1,"holder":4}}`,
+		"bad type":   `{"version":1,"aptpl":true,"registrations":[{"key":1,"initiator":"iqn.x","target":"t","isid":"800000000001"}],"reservation":{"type":2,"holder":0}}`,
+		"duplicate":  `{"version":1,"aptpl":true,"registrations":[{"key":1,"initiator":"iqn.x","target":"t","isid":"800000000001"},{"key":2,"initiator":"IQN.X","target":"t","isid":"800000000001"}]}`,
+		"empty":      ``,
+	}
+	for name, content := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, name+".json")
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := NewLU(LUConfig{Device: backstore.NewMemory(1 << 20), Serial: "S1", PRStatePath: path})
+			if err == nil {
+				t.Fatal("NewLU accepted a corrupt state file")
+			}
+		})
+	}
+}
+
+// TestPRAPTPLWriteFailure: a state file that cannot be written fails the
+// command and leaves the state as it was.
+func TestPRAPTPLWriteFailure(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "state")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *LUConfig) { c.PRStatePath = filepath.Join(sub, "pr.json") }).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0x01))
+	if err := os.RemoveAll(sub); err != nil {
+		t.Fatal(err)
+	}
+	check(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0x01), StatusCheckCondition, KeyHardwareError, ASCInternalTargetFailure)
+	check(t, e.prOut(e.nx, SAReserve, PRWriteExclusive, 0xA, 0, 0), StatusCheckCondition, KeyHardwareError, ASCInternalTargetFailure)
+	if gen, keys := e.readKeys(e.nx); gen != 1 || !slices.Equal(keys, []uint64{0xA}) {
+		t.Fatalf("gen %d keys %x after failed writes, want 1 [a]", gen, keys)
+	}
+	if _, typ := e.readRes(e.nx); typ != 0 {
+		t.Fatalf("unsaved reservation %v is visible", typ)
+	}
+}
+
+func TestPRAPTPLTempFilesRemoved(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pr.json")
+	stale := filepath.Join(dir, ".pr.json.tmp123")
+	if err := os.WriteFile(stale, []byte("{half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newEnv(t, func(c *LUConfig) { c.PRStatePath = path })
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("stale temporary file kept: %v", err)
+	}
+}
+
+// --- SPC-2 RESERVE / RELEASE ---
+
+func TestSPC2Reserve(t *testing.T) {
+	for _, ten := range []bool{false, true} {
+		reserve, release := []byte{byte(OpReserve6), 0, 0, 0, 0, 0}, []byte{byte(OpRelease6), 0, 0, 0, 0, 0}
+		if ten {
+			reserve = []byte{byte(OpReserve10), 0, 0, 0, 0, 0, 0, 0, 0, 0}
+			release = []byte{byte(OpRelease10), 0, 0, 0, 0, 0, 0, 0, 0, 0}
+		}
+		e := newEnv(t, nil).login()
+		good(t, e.run(reserve, nil, 0))
+		good(t, e.run(reserve, nil, 0)) // the holder again
+		conflict(t, e.runOn(e.nx2, 0, reserve, nil, 0))
+		good(t, e.runOn(e.nx2, 0, release, nil, 0)) // no action
+		conflict(t, e.runOn(e.nx2, 0, modeSense6(false, 0, 0x3F, 0, 255), nil, 255))
+		conflict(t, e.runOn(e.nx2, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+		conflict(t, e.runOn(e.nx2, 0, cdb10(OpRead10, 0, 0, 1), nil, 512))
+		good(t, e.runOn(e.nx2, 0, inquiryCDBBytes(false, 0, 96), nil, 96))
+		good(t, e.runOn(e.nx2, 0, []byte{byte(OpReportLUNs), 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0}, nil, 64))
+		good(t, e.runOn(e.nx2, 0, []byte{byte(OpRequestSense), 0, 0, 0, 18, 0}, nil, 18))
+		// Persistent reservation commands conflict, even from the holder.
+		conflict(t, e.prIn(e.nx, SAReadKeys, 100))
+		conflict(t, e.prOut(e.nx, SARegister, 0, 0, 1, 0))
+		good(t, e.run(cdb10(OpWrite10, 0, 0, 1), fill(512, 9), 0))
+		good(t, e.run(release, nil, 0))
+		good(t, e.runOn(e.nx2, 0, reserve, nil, 0))
+		good(t, e.runOn(e.nx2, 0, release, nil, 0))
+	}
+}
+
+func TestSPC2ReleasedByNexusLossAndReset(t *testing.T) {
+	reserve := []byte{byte(OpReserve6), 0, 0, 0, 0, 0}
+	e := newEnv(t, nil).login()
+	good(t, e.run(reserve, nil, 0))
+	e.r.NexusLost(e.nx)
+	good(t, e.runOn(e.nx2, 0, reserve, nil, 0))
+	if err := e.r.LogicalUnitReset(EncodeLUN(0)); err != nil {
+		t.Fatal(err)
+	}
+	e.r.NexusAdded(e.nx)
+	ua(t, e, e.nx, ASCPowerOnResetOccurred)
+	good(t, e.run(reserve, nil, 0))
+	e.r.TargetReset(false)
+	ua(t, e, e.nx2, ASCSCSIBusResetOccurred)
+	good(t, e.runOn(e.nx2, 0, reserve, nil, 0))
+	// A replaced nexus's late loss report does not release the new one's.
+	newer := &Nexus{Key: e.nx2.Key}
+	e.r.NexusAdded(newer)
+	e.r.NexusLost(e.nx2)
+	ua(t, e, e.nx, ASCSCSIBusResetOccurred)
+	conflict(t, e.run(reserve, nil, 0))
+}
+
+func TestSPC2AndPersistentReservations(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	// With a registration, RESERVE and RELEASE conflict for everyone.
+	conflict(t, e.run([]byte{byte(OpReserve6), 0, 0, 0, 0, 0}, nil, 0))
+	conflict(t, e.runOn(e.nx2, 0, []byte{byte(OpRelease10), 0, 0, 0, 0, 0, 0, 0, 0, 0}, nil, 0))
+	good(t, e.prOut(e.nx, SARegister, 0, 0xA, 0, 0))
+	good(t, e.run([]byte{byte(OpReserve6), 0, 0, 0, 0, 0}, nil, 0))
+}
+
+func TestPRSurvivesNexusLossAndReset(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	good(t, e.prOut(e.nx, SAReserve, PRExclusiveAccess, 0xA, 0, 0))
+	e.r.NexusLost(e.nx)
+	if err := e.r.LogicalUnitReset(EncodeLUN(0)); err != nil {
+		t.Fatal(err)
+	}
+	e.r.NexusAdded(e.nx)
+	ua(t, e, e.nx, ASCPowerOnResetOccurred)
+	if key, typ := e.readRes(e.nx); key != 0xA || typ != PRExclusiveAccess {
+		t.Fatalf("reservation %#x %v after nexus loss and reset", key, typ)
+	}
+	good(t, e.run(cdb10(OpRead10, 0, 0, 1), nil, 512))
+	ua(t, e, e.nx2, ASCBusDeviceResetOccurred)
+	conflict(t, e.runOn(e.nx2, 0, cdb10(OpRead10, 0, 0, 1), nil, 512))
+}
+
+// --- the conflict table covers every implemented command ---
+
+func TestPRConflictTableCoversOpcodes(t *testing.T) {
+	check := func(e *opEntry) {
+		t.Helper()
+		cdb := make([]byte, max(len(e.usage), 16))
+		copy(cdb, e.usage)
+		if r := prRuleFor(cdb); r.class == prUnlisted {
+			t.Errorf("%v (service action %#x) has no reservation conflict rule", OpCode(e.usage[0]), e.usage[1]&saMask)
+		}
+	}
+	n := 0
+	for i := range sbcOps {
+		e := &sbcOps[i]
+		for j := range e.sas {
+			check(&e.sas[j])
+			n++
+		}
+		if e.sas == nil && e.plan != nil {
+			check(e)
+			n++
+		}
+	}
+	if n < 40 {
+		t.Fatalf("walked only %d entries", n)
+	}
+	for _, op := range []byte{0x83, 0x84, 0x48, 0x9C, 0x89, 0x8B, 0x41, 0x93, 0x42, 0x2E, 0xAE, 0x8E} {
+		if prRules[op].class == prUnlisted {
+			t.Errorf("opcode %#x has no rule", op)
+		}
+	}
+	// Write-class commands of the table must never pass a reservation.
+	for i := range sbcOps {
+		if e := &sbcOps[i]; e.flags&flagWrite != 0 && prRules[i].class != prWrite {
+			t.Errorf("%v writes the medium but its class is %d", OpCode(i), prRules[i].class)
+		}
+	}
+}
+
+// TestPRConcurrent runs reservation changes against I/O from other
+// nexuses, for the race detector; every command must end with GOOD or
+// RESERVATION CONFLICT.
+func TestPRConcurrent(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 200; i++ {
+			c := &Command{Nexus: e.nx2, LUN: EncodeLUN(0), CDB: cdb10(OpWrite10, 0, uint32(i%8), 1), ExpectedLength: 512}
+			e.r.Plan(c)
+			if !c.Done() {
+				c.DataOut = make([]byte, 512)
+				e.r.Execute(context.Background(), c)
+			}
+			if c.Status != StatusGood && c.Status != StatusReservationConflict && c.Status != StatusCheckCondition {
+				t.Errorf("write: %v", c.Status)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 100; i++ {
+			typ := allTypes[i%len(allTypes)]
+			p := make([]byte, 24)
+			binary.BigEndian.PutUint64(p, 0xA)
+			for _, sa := range []uint8{SAReserve, SARelease} {
+				cdb := []byte{byte(OpPersistentReserveOut), sa, byte(typ), 0, 0, 0, 0, 0, 24, 0}
+				c := &Command{Nexus: e.nx, LUN: EncodeLUN(0), CDB: cdb, ExpectedLength: 24}
+				e.r.Plan(c)
+				if !c.Done() {
+					c.DataOut = p
+					e.r.Execute(context.Background(), c)
+				}
+				if c.Status != StatusGood {
+					t.Errorf("PROUT %x: %v", sa, c.Status)
+				}
+			}
+		}
+	}()
+	wg.Wait()
+}
