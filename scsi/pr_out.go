@@ -160,7 +160,7 @@ func proutName(sa uint8) string {
 }
 
 // register implements REGISTER and REGISTER AND IGNORE EXISTING KEY
-// (SPC-4 §5.13.7, table 55). changed is false for the "no action" case.
+// (SPC-4 §5.13.7, table 55).
 func (s *prState) register(k NexusKey, rel uint16, p proutParams, ignore bool, fx *proutEffects) (bool, error) {
 	g := s.regFor(k)
 	if g == nil {
@@ -168,7 +168,11 @@ func (s *prState) register(k NexusKey, rel uint16, p proutParams, ignore bool, f
 			return false, ErrReservationConflict
 		}
 		if p.SAKey == 0 {
-			return false, nil // unregistered nexus unregistering: GOOD, no action
+			// An unregistered nexus unregistering: GOOD and no action,
+			// but PRgeneration counts every REGISTER that does not
+			// fail (SPC-4 §6.16.2).
+			s.gen++
+			return true, nil
 		}
 		add := []*prReg{{Key: p.SAKey, Initiator: k.InitiatorName, ISID: k.ISID, TargetName: k.TargetName,
 			TPGT: k.TPGT, AllTgPt: p.AllTgPt, RelPort: rel}}

@@ -111,11 +111,13 @@ func TestPRRegister(t *testing.T) {
 	e := newEnv(t, nil).login()
 	// Unregistered nexus with a non-zero RESERVATION KEY: conflict.
 	conflict(t, e.prOut(e.nx, SARegister, 0, 5, 7, 0))
-	// Unregistered, SARK zero: GOOD, nothing happens.
+	// Unregistered, SARK zero: GOOD, no registration, but the request
+	// counts in PRgeneration (SPC-4 §6.16.2).
 	good(t, e.prOut(e.nx, SARegister, 0, 0, 0, 0))
-	if gen, keys := e.readKeys(e.nx); gen != 0 || len(keys) != 0 {
-		t.Fatalf("after no-op register: gen %d keys %x", gen, keys)
+	if gen, keys := e.readKeys(e.nx); gen != 1 || len(keys) != 0 {
+		t.Fatalf("after no-op register: gen %d keys %x, want 1 []", gen, keys)
 	}
+	e.lu.pr.cur.Store(&prState{}) // start the count again for the checks below
 	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA1, 0))
 	good(t, e.prOut(e.nx2, SARegisterIgnore, 0, 0xFFFF, 0xB2, 0)) // RK ignored
 	if gen, keys := e.readKeys(e.nx); gen != 2 || !slices.Equal(keys, []uint64{0xA1, 0xB2}) {
