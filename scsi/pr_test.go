@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -922,4 +923,53 @@ func TestPRConcurrent(t *testing.T) {
 		}
 	}()
 	wg.Wait()
+}
+
+func TestTransportIDParse(t *testing.T) {
+	tid := func(b0 byte, body string, addl int) []byte {
+		out := make([]byte, 4+addl)
+		out[0] = b0
+		binary.BigEndian.PutUint16(out[2:], uint16(addl))
+		copy(out[4:], body)
+		return out
+	}
+	cases := []struct {
+		name string
+		b    []byte
+		want transportID
+		ok   bool
+	}{
+		{"port", tid(0x45, "iqn.2026-01.test:a,i,0x800000000001", 36), transportID{"iqn.2026-01.test:a", [6]byte{0x80, 0, 0, 0, 0, 1}, false}, true},
+		{"port upper case", tid(0x45, "iqn.2026-01.test:a,I,0X80000000000A", 36), transportID{"iqn.2026-01.test:a", [6]byte{0x80, 0, 0, 0, 0, 0x0A}, false}, true},
+		{"name", tid(0x05, "iqn.2026-01.test:a", 20), transportID{Name: "iqn.2026-01.test:a", AnyISID: true}, true},
+		{"utf-8 name", tid(0x45, "iqn.2026-01.test:ǅǆ,i,0x800000000001", 40), transportID{"iqn.2026-01.test:ǅǆ", [6]byte{0x80, 0, 0, 0, 0, 1}, false}, true},
+		{"not iscsi", tid(0x46, "iqn.2026-01.test:a,i,0x800000000001", 36), transportID{}, false},
+		{"format 10b", tid(0x85, "iqn.2026-01.test:a", 20), transportID{}, false},
+		{"short isid", tid(0x45, "iqn.2026-01.test:a,i,0x8000000001", 36), transportID{}, false},
+		{"no separator", tid(0x45, "iqn.2026-01.test:abcde800000000001", 36), transportID{}, false},
+		{"no NUL", tid(0x05, "iqn.2026-01.test:abcdefghijklmnopqrst", 20), transportID{}, false},
+		{"garbage after NUL", append(tid(0x05, "iqn.x", 20)[:23], 'x'), transportID{}, false},
+		{"length not multiple of 4", tid(0x05, "iqn.2026-01.test:a", 21), transportID{}, false},
+		{"length past the end", tid(0x05, "iqn.2026-01.test:a", 20)[:20], transportID{}, false},
+		{"comma in name", tid(0x05, "iqn.x,y", 20), transportID{}, false},
+		{"empty name", tid(0x05, "", 20), transportID{}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, n, err := parseTransportID(tc.b, 24)
+			if !tc.ok {
+				illegal := Sense{}
+				if err == nil {
+					t.Fatalf("accepted: %+v", got)
+				}
+				if !errors.As(err, &illegal) || illegal.ASC != ASCInvalidFieldInParamList || illegal.FieldByte < 24 {
+					t.Fatalf("error %v, want INVALID FIELD IN PARAMETER LIST at byte >= 24", err)
+				}
+				return
+			}
+			if err != nil || got != tc.want || n != len(tc.b) {
+				t.Fatalf("got %+v, %d bytes, %v; want %+v, %d", got, n, err, tc.want, len(tc.b))
+			}
+		})
+	}
 }

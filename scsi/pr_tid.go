@@ -63,8 +63,10 @@ func parseTransportID(b []byte, base int) (transportID, int, error) {
 	}
 	s := string(body[:end])
 	if format == tidFormatPort {
-		i := strings.LastIndex(strings.ToLower(s), tidPortSeparator)
-		if i < 0 || len(s)-i-len(tidPortSeparator) != isidHexLen {
+		// NAME ",i,0x" ISID: the separator sits at a fixed distance
+		// from the end, in any letter case.
+		i := len(s) - isidHexLen - len(tidPortSeparator)
+		if i < 0 || !strings.EqualFold(s[i:i+len(tidPortSeparator)], tidPortSeparator) {
 			return t, 0, invalidParam(base+4, -1)
 		}
 		if _, err := hex.Decode(t.ISID[:], []byte(s[i+len(tidPortSeparator):])); err != nil {
