@@ -973,3 +973,44 @@ func TestTransportIDParse(t *testing.T) {
 		})
 	}
 }
+
+// TestPRPreemptEveryType preempts a reservation of each type with each
+// type, naming the holder's key.
+func TestPRPreemptEveryType(t *testing.T) {
+	for _, old := range allTypes {
+		for _, nw := range allTypes {
+			t.Run(old.String()+" by "+nw.String(), func(t *testing.T) {
+				e := newEnv(t, nil).login()
+				good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+				good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+				good(t, e.prOut(e.nx2, SAReserve, old, 0xB, 0, 0))
+				good(t, e.prOut(e.nx, SAPreempt, nw, 0xA, 0xB, 0))
+				key, typ := e.readRes(e.nx)
+				if old.allRegistrants() {
+					// A non-zero key only removes registrations; the all
+					// registrants reservation stays with the remaining one.
+					if key != 0 || typ != old {
+						t.Fatalf("reservation %#x %v, want 0 %v", key, typ, old)
+					}
+				} else {
+					wantKey := uint64(0xA)
+					if nw.allRegistrants() {
+						wantKey = 0
+					}
+					if key != wantKey || typ != nw {
+						t.Fatalf("reservation %#x %v, want %#x %v", key, typ, wantKey, nw)
+					}
+				}
+				if gen, keys := e.readKeys(e.nx); gen != 3 || !slices.Equal(keys, []uint64{0xA}) {
+					t.Fatalf("gen %d keys %x, want 3 [a]", gen, keys)
+				}
+				ua(t, e, e.nx2, ASCRegistrationsPreempted)
+				noUA(t, e, e.nx2)
+				// nx2 is unregistered now: writes conflict unless the type
+				// lets everybody write (none does).
+				conflict(t, e.runOn(e.nx2, 0, cdb10(OpWrite10, 0, 0, 1), fill(512, 1), 0))
+				good(t, e.run(cdb10(OpWrite10, 0, 0, 1), fill(512, 2), 0))
+			})
+		}
+	}
+}
