@@ -141,7 +141,7 @@ func execPROut(ctx context.Context, lu *LU, c *Command) error {
 	}
 	lu.pr.mu.Unlock()
 	if changed && lu.log.Logger.IsLevelEnabled(logrus.InfoLevel) {
-		lu.log.WithFields(logrus.Fields{"initiator": k.InitiatorPortName(), "action": proutName(sa),
+		lu.log.WithFields(logrus.Fields{"initiator": k.InitiatorName, "action": proutName(sa),
 			"generation": s.gen, "type": s.resType.String(), "registrations": len(s.regs)}).
 			Info("persistent reservation changed")
 	}
