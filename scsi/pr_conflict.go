@@ -109,6 +109,8 @@ var prRules = [256]prRule{
 	0x83: {class: prWrite},   // EXTENDED COPY
 	0x84: {class: prRead},    // RECEIVE COPY RESULTS
 	0x85: {class: prWrite},   // ATA PASS-THROUGH(16)
+	0x8C: {class: prRead},    // READ ATTRIBUTE
+	0x8D: {class: prWrite},   // WRITE ATTRIBUTE
 	0x9C: {class: prWrite},   // WRITE ATOMIC(16)
 	0xA1: {class: prWrite},   // ATA PASS-THROUGH(12)
 	0xA2: {class: prRead},    // SECURITY PROTOCOL IN
@@ -126,6 +128,16 @@ func prRuleFor(cdb []byte) prRule {
 	case OpServiceActionIn:
 		if len(cdb) > 1 && cdb[1]&saMask == SAReadCapacity16 {
 			r.class = prAllowed
+		}
+	case OpMaintenanceIn:
+		// REPORT IDENTIFYING INFORMATION, REPORT TARGET PORT GROUPS,
+		// REPORT ALIASES, REPORT PRIORITY and REPORT TIMESTAMP are
+		// allowed in every case; the REPORT SUPPORTED commands are reads.
+		if len(cdb) > 1 {
+			switch cdb[1] & saMask {
+			case 0x05, 0x0A, 0x0B, 0x0E, 0x0F:
+				r.class = prAllowed
+			}
 		}
 	case OpPersistentReserveOut:
 		if len(cdb) > 1 {
