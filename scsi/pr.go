@@ -385,3 +385,49 @@ func (r *Router) taskAborter() TaskAborter {
 	}
 	return nil
 }
+
+// PRStatus is a snapshot of an LU's reservations, for operators (admin
+// socket, logs); READ FULL STATUS gives the same to initiators.
+type PRStatus struct {
+	Generation    uint32
+	APTPL         bool
+	Registrations []PRRegistration
+	// Type is the persistent reservation type, 0 without one.
+	Type PRType
+	// SPC2Holder is the initiator port holding an SPC-2 reservation, or "".
+	SPC2Holder string
+}
+
+// PRRegistration is one registration in a PRStatus.
+type PRRegistration struct {
+	Key uint64
+	// InitiatorPort is "name,i,0xISID", or the name alone for a
+	// registration of every initiator port of the name.
+	InitiatorPort string
+	// TargetPort is "name,t,0xTPGT", or "" with AllTargetPorts.
+	TargetPort     string
+	AllTargetPorts bool
+	Holder         bool
+}
+
+// ReservationStatus returns the current reservation state.
+func (lu *LU) ReservationStatus() PRStatus {
+	s := lu.prState()
+	st := PRStatus{Generation: s.gen, APTPL: s.aptpl, Type: s.resType}
+	for _, g := range s.regs {
+		k := NexusKey{InitiatorName: g.Initiator, ISID: g.ISID, TargetName: g.TargetName, TPGT: g.TPGT}
+		r := PRRegistration{Key: g.Key, InitiatorPort: k.InitiatorPortName(), AllTargetPorts: g.AllTgPt,
+			Holder: s.regHolds(g)}
+		if g.AnyISID {
+			r.InitiatorPort = g.Initiator
+		}
+		if !g.AllTgPt {
+			r.TargetPort = k.TargetPortName()
+		}
+		st.Registrations = append(st.Registrations, r)
+	}
+	if s.spc2 != nil {
+		st.SPC2Holder = s.spc2.InitiatorPortName()
+	}
+	return st
+}

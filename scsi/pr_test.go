@@ -850,3 +850,21 @@ func TestPRPreemptEveryType(t *testing.T) {
 		}
 	}
 }
+
+func TestReservationStatus(t *testing.T) {
+	e := newEnv(t, nil).login()
+	if st := e.lu.ReservationStatus(); st.Generation != 0 || len(st.Registrations) != 0 || st.Type != 0 || st.SPC2Holder != "" {
+		t.Fatalf("idle status %+v", st)
+	}
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0x04))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+	good(t, e.prOut(e.nx2, SAReserve, PRWriteExclusiveRegsOnly, 0xB, 0, 0))
+	st := e.lu.ReservationStatus()
+	want := []PRRegistration{
+		{Key: 0xA, InitiatorPort: "iqn.2026-01.test:init1,i,0x800000000001", AllTargetPorts: true},
+		{Key: 0xB, InitiatorPort: "iqn.2026-01.test:init2,i,0x800000000002", TargetPort: "iqn.2026-01.test:tgt,t,0x0001", Holder: true},
+	}
+	if st.Generation != 2 || st.Type != PRWriteExclusiveRegsOnly || !slices.Equal(st.Registrations, want) {
+		t.Fatalf("status %+v, want generation 2, type 5, registrations %+v", st, want)
+	}
+}
