@@ -59,19 +59,20 @@ func planPROut(_ *LU, c *Command) error {
 // state: unit attentions to establish once the new state is committed,
 // and nexuses whose tasks PREEMPT AND ABORT must abort.
 type proutEffects struct {
-	uas []struct {
-		regs []*prReg
-		asc  ASC
-	}
+	uas   []prUnitAttention
 	abort []*prReg
+}
+
+// prUnitAttention is a unit attention for the nexuses of some
+// registrations.
+type prUnitAttention struct {
+	regs []*prReg
+	asc  ASC
 }
 
 func (f *proutEffects) ua(regs []*prReg, asc ASC) {
 	if len(regs) > 0 {
-		f.uas = append(f.uas, struct {
-			regs []*prReg
-			asc  ASC
-		}{regs, asc})
+		f.uas = append(f.uas, prUnitAttention{regs, asc})
 	}
 }
 
