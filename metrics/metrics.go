@@ -58,6 +58,8 @@ var (
 	descWrittenBytes = desc("written_bytes_total", "Bytes received by WRITE-class commands that completed with GOOD status.", "target", "lun")
 	descErrors       = desc("scsi_errors_total", "SCSI commands answered CHECK CONDITION, by sense key.", "target", "lun", "sense_key")
 	descConflicts    = desc("scsi_reservation_conflicts_total", "SCSI commands answered RESERVATION CONFLICT.", "target", "lun")
+	descPRRegs       = desc("scsi_pr_registrations", "Persistent reservation registrations of the logical unit.", "target", "lun")
+	descReserved     = desc("scsi_reserved", "1 while the logical unit is reserved, by kind (persistent: PERSISTENT RESERVE OUT RESERVE; spc2: RESERVE(6/10)).", "target", "lun", "kind")
 	descBusy         = desc("scsi_busy_total", "SCSI commands answered BUSY or TASK SET FULL.", "target", "lun")
 	descUnknownLUN   = desc("scsi_unknown_lun_commands_total", "SCSI commands addressed to a LUN that does not exist.", "target")
 	descCapacity     = desc("lun_capacity_bytes", "Capacity of the logical unit.", "target", "lun")
@@ -89,7 +91,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descBuildInfo, descConnections, descConnectionsAccepted, descSessions, descDiscoverySessions,
 		descLogins, descCHAPFailures, descPanics, descLeaseHeld, descLeaseEpoch, descLeaseTakeovers,
 		descFencedLogins, descCommands, descDuration, descReadBytes, descWrittenBytes, descErrors,
-		descConflicts, descBusy, descUnknownLUN, descCapacity, descConnsRefused, descSessRefused,
+		descConflicts, descPRRegs, descReserved, descBusy, descUnknownLUN, descCapacity, descConnsRefused, descSessRefused,
 		descBufferWaits, descBufferRefusals, descBufferBytes, descBufferLimit,
 	} {
 		ch <- d
@@ -130,11 +132,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 	for _, n := range st.Nodes {
 		gauge(descSessions, float64(n.Sessions), n.Name)
-		held := 0.0
-		if n.LeaseHeld {
-			held = 1
-		}
-		gauge(descLeaseHeld, held, n.Name)
+		gauge(descLeaseHeld, b2f(n.LeaseHeld), n.Name)
 		gauge(descLeaseEpoch, float64(n.LeaseEpoch), n.Name)
 		counter(descLeaseTakeovers, n.LeaseTakeovers, n.Name)
 		counter(descFencedLogins, n.FencedLogins, n.Name)
@@ -165,8 +163,18 @@ func (c *Collector) collectLU(ch chan<- prometheus.Metric, tgt string, lu *scsi.
 		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(n), tgt, lun, senseKeyLabels[k])
 	}
 	ch <- prometheus.MustNewConstMetric(descConflicts, prometheus.CounterValue, float64(lu.ReservationConflicts), tgt, lun)
+	ch <- prometheus.MustNewConstMetric(descPRRegs, prometheus.GaugeValue, float64(lu.PRRegistrations), tgt, lun)
+	ch <- prometheus.MustNewConstMetric(descReserved, prometheus.GaugeValue, b2f(lu.PRReserved), tgt, lun, "persistent")
+	ch <- prometheus.MustNewConstMetric(descReserved, prometheus.GaugeValue, b2f(lu.SPC2Reserved), tgt, lun, "spc2")
 	ch <- prometheus.MustNewConstMetric(descBusy, prometheus.CounterValue, float64(lu.Busy), tgt, lun)
 	ch <- prometheus.MustNewConstMetric(descCapacity, prometheus.GaugeValue, float64(lu.CapacityBytes), tgt, lun)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // NewRegistry returns a registry with the server's collector and the Go

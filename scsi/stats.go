@@ -128,8 +128,6 @@ type luStats struct {
 	classes [NumCommandClasses]classCounters
 	// errors counts CHECK CONDITION by sense key.
 	errors [16]atomic.Uint64
-	// conflicts counts RESERVATION CONFLICT statuses.
-	conflicts atomic.Uint64
 	// busy counts BUSY and TASK SET FULL statuses.
 	busy atomic.Uint64
 }
@@ -156,8 +154,15 @@ type LUStats struct {
 	// Errors counts commands that ended in CHECK CONDITION, by sense key
 	// (index = SenseKey).
 	Errors [16]uint64
-	// ReservationConflicts counts commands answered RESERVATION CONFLICT.
+	// ReservationConflicts counts commands answered RESERVATION CONFLICT
+	// (counted by Router.finish in pr's counter).
 	ReservationConflicts uint64
+	// PRRegistrations is the number of persistent reservation
+	// registrations; PRReserved reports a persistent reservation,
+	// SPC2Reserved an SPC-2 RESERVE.
+	PRRegistrations int
+	PRReserved      bool
+	SPC2Reserved    bool
 	// Busy counts commands answered BUSY or TASK SET FULL.
 	Busy uint64
 	// CapacityBytes is the current capacity.
@@ -175,7 +180,9 @@ func (lu *LU) Stats() LUStats {
 	for i := range st.errors {
 		s.Errors[i] = st.errors[i].Load()
 	}
-	s.ReservationConflicts = st.conflicts.Load()
+	s.ReservationConflicts = lu.ReservationConflicts()
+	pr := lu.prState()
+	s.PRRegistrations, s.PRReserved, s.SPC2Reserved = len(pr.regs), pr.resType != 0, pr.spc2 != nil
 	s.Busy = st.busy.Load()
 	return s
 }
@@ -230,8 +237,6 @@ func (r *Router) account(c *Command) {
 		}
 	case StatusCheckCondition:
 		st.errors[senseKeyOf(c.SenseData())].Add(1)
-	case StatusReservationConflict:
-		st.conflicts.Add(1)
 	case StatusBusy, StatusTaskSetFull:
 		st.busy.Add(1)
 	}

@@ -120,3 +120,24 @@ func TestSenseKeyOf(t *testing.T) {
 		}
 	}
 }
+
+func TestLUStatsReservations(t *testing.T) {
+	e := newEnv(t, nil).login()
+	good(t, e.prOut(e.nx, SARegister, 0, 0, 0xA, 0))
+	good(t, e.prOut(e.nx2, SARegister, 0, 0, 0xB, 0))
+	good(t, e.prOut(e.nx, SAReserve, PRWriteExclusive, 0xA, 0, 0))
+	conflict(t, e.runOn(e.nx2, 0, cdb10(OpWrite10, 0, 0, 1), fill(512, 1), 0))
+	conflict(t, e.runOn(e.nx2, 0, cdb10(OpWrite10, 0, 1, 1), fill(512, 1), 0))
+	s := e.lu.Stats()
+	if s.ReservationConflicts != 2 || s.PRRegistrations != 2 || !s.PRReserved || s.SPC2Reserved {
+		t.Errorf("conflicts %d, registrations %d, reserved %v, SPC-2 %v; want 2, 2, true, false",
+			s.ReservationConflicts, s.PRRegistrations, s.PRReserved, s.SPC2Reserved)
+	}
+	if w := s.Classes[ClassWrite]; w.Commands != 2 || w.Bytes != 0 {
+		t.Errorf("refused writes: %d commands, %d bytes; want 2, 0", w.Commands, w.Bytes)
+	}
+	good(t, e.prOut(e.nx, SARelease, PRWriteExclusive, 0xA, 0, 0))
+	if e.lu.Stats().PRReserved {
+		t.Error("still reserved after RELEASE")
+	}
+}
