@@ -372,3 +372,17 @@ func (l *failLimiter) size() int {
 	defer l.mu.Unlock()
 	return len(l.m)
 }
+
+// sameIdentity reports whether a repeated identification key carries the
+// value of the first request.
+func (st *loginState) sameIdentity(kv pdu.KV) bool {
+	switch kv.Key {
+	case "InitiatorName":
+		return kv.Value == st.initiatorName
+	case "TargetName":
+		return !st.discovery && kv.Value == st.targetName
+	case "SessionType":
+		return (kv.Value == "Discovery") == st.discovery && (kv.Value == "Discovery" || kv.Value == "Normal")
+	}
+	return false
+}

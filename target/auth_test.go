@@ -331,3 +331,30 @@ ALL [::1], 192.168.1.5
 		t.Error("bad glob accepted")
 	}
 }
+
+// TestRepeatedInitiatorName: libiscsi repeats InitiatorName in the second
+// security-stage request when the target needs no authentication; the same
+// value is accepted, a different one is not.
+func TestRepeatedInitiatorName(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{})
+	for _, tc := range []struct {
+		name string
+		want uint16
+	}{{"iqn.2026-11.test:initiator", 0}, {"iqn.2026-11.test:other", pdu.LoginInitiatorError}} {
+		c := chapDial(t, tg)
+		req := pdu.LoginRequest{CSG: pdu.StageSecurity, NSG: pdu.StageOperational, ISID: c.ISID, InitiatorTaskTag: 1}
+		_, _, err := c.LoginPDU(req, pdu.Keys{{Key: "InitiatorName", Value: c.InitiatorName}, {Key: "SessionType", Value: "Normal"},
+			{Key: "TargetName", Value: tg.IQN}, {Key: "AuthMethod", Value: "CHAP,None"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Transit = true
+		_, _, err = c.LoginPDU(req, pdu.Keys{{Key: "InitiatorName", Value: tc.name}})
+		if tc.want == 0 && err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if tc.want != 0 {
+			wantStatus(t, err, tc.want)
+		}
+	}
+}

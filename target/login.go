@@ -230,9 +230,11 @@ func (st *loginState) negotiate(keys pdu.Keys, out *pdu.Keys) (uint16, string, e
 	for _, kv := range keys {
 		switch kv.Key {
 		case "InitiatorName", "InitiatorAlias", "TargetName", "SessionType":
-			// Declarative, handled by identify; they may only come first.
-			if !st.firstReply && kv.Key != "InitiatorAlias" {
-				return pdu.LoginInitiatorError, kv.Key + " after the first login request", nil
+			// Declarative, handled by identify; they come first. libiscsi
+			// repeats InitiatorName in later security-stage requests when
+			// the target answers AuthMethod=None; the same value is harmless.
+			if !st.firstReply && kv.Key != "InitiatorAlias" && !st.sameIdentity(kv) {
+				return pdu.LoginInitiatorError, kv.Key + " changed after the first login request", nil
 			}
 			continue
 		case "AuthMethod":
