@@ -246,3 +246,15 @@ func TestReadDirKubernetesLayout(t *testing.T) {
 		t.Fatal("empty directory accepted")
 	}
 }
+
+func BenchmarkResponse(b *testing.B) {
+	secret := []byte("iscsi-target-secret1")
+	c := make([]byte, 32)
+	for _, a := range DefaultAlgorithms() {
+		b.Run(a.String(), func(b *testing.B) {
+			for b.Loop() {
+				Response(a, 1, secret, c)
+			}
+		})
+	}
+}

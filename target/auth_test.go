@@ -24,7 +24,7 @@ const (
 	discSecret   = "disc1-secret-33"
 )
 
-func chapTarget(t *testing.T, mutate func(*target.Config)) *targettest.Target {
+func chapTarget(t testing.TB, mutate func(*target.Config)) *targettest.Target {
 	t.Helper()
 	return targettest.Start(t, targettest.Options{Configure: func(c *target.Config) {
 		c.Auth = target.AuthConfig{
@@ -44,7 +44,7 @@ func chapTarget(t *testing.T, mutate func(*target.Config)) *targettest.Target {
 }
 
 // noLeak fails when the target's log contains any of the values.
-func noLeak(t *testing.T, tg *targettest.Target, values ...string) {
+func noLeak(t testing.TB, tg *targettest.Target, values ...string) {
 	t.Helper()
 	log := tg.Log.String()
 	for _, v := range append([]string{initSecret, targetSecret, discSecret}, values...) {
