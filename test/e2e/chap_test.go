@@ -10,6 +10,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,4 +188,48 @@ func TestCHAPDiscoveryAndACL(t *testing.T) {
 		}
 		chapNoLeak(t, "TestCHAPDiscoveryAndACL", log)
 	})
+}
+
+// TestCHAPSeedSecret: the seed deployment's Secret (values "username\n",
+// "password\n", an 8-byte password) mounted as a directory. The daemon
+// refuses the short secret by default with a clear error and exit status
+// 2; with --chap-min-secret-length 8 it trims the newlines and libiscsi
+// logs in with username/password.
+func TestCHAPSeedSecret(t *testing.T) {
+	harness.RequireTools(t, "iscsi-inq")
+	dir := filepath.Join(harness.RepoRoot(), "test", "e2e", "testdata", "seed-chap-secret")
+	b, bdir, err := harness.SharedBuilder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := b.Build(bdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "--listen", "127.0.0.1:0", "--admin-socket", "none",
+		"--state-dir", t.TempDir(), "--lun", filepath.Join(t.TempDir(), "l.img")+",size=16MiB", "--chap-secret-dir", dir)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "secret is 8 bytes, at least 12 required") {
+		t.Fatalf("daemon with an 8-byte secret: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "password") && !strings.Contains(string(out), "node.session.auth.password") {
+		t.Errorf("error output may contain the secret:\n%s", out)
+	}
+
+	const iqn = "iqn.2016-04.world.srv:target00"
+	tg := libiscsiStart(t, iqn, nil, "--chap-secret-dir", dir, "--chap-min-secret-length", "8")
+	u := "iscsi://username%password@" + tg.Portal + "/" + iqn + "/0"
+	if out, err := tool(t, nil, "iscsi-inq", "-i", "iqn.2016-04.world.srv:node1", u); err != nil {
+		t.Fatalf("iscsi-inq with the seed credentials: %v\n%s", err, out)
+	}
+	log := tg.Log()
+	if !strings.Contains(log, "removed surrounding whitespace") || !strings.Contains(log, "down to 8 bytes") {
+		t.Errorf("daemon did not warn about the trimmed values and the short secret")
+	}
+	if strings.Contains(log, "=password") || strings.Contains(log, "\"password\"") {
+		t.Errorf("daemon log contains the secret")
+	}
 }
