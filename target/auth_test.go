@@ -289,7 +289,7 @@ func TestACL(t *testing.T) {
 func TestIETRules(t *testing.T) {
 	allow, err := target.ParseIETRules(strings.NewReader(`# comment
 iqn.2026-11.test:target 10.0.0.0/8, iqn\.2026-11\.test:good.*
-ALL [::1], 192.168.1.5
+ALL [::1], 192.168.1.5, [3ffe:505:2:1::]/64
 `), "initiators.allow")
 	if err != nil {
 		t.Fatal(err)
@@ -312,6 +312,8 @@ ALL [::1], 192.168.1.5
 		{"iqn.2026-11.test:target", "iqn.x:y", a("192.168.1.5"), false},
 		{"iqn.2026-11.test:other", "iqn.x:y", a("192.168.1.5"), true},
 		{"iqn.2026-11.test:other", "iqn.x:y", a("::1"), true},
+		{"iqn.2026-11.test:other", "iqn.x:y", a("3ffe:505:2:1::9"), true},
+		{"iqn.2026-11.test:other", "iqn.x:y", a("3ffe:505:2:2::9"), false},
 		{"iqn.2026-11.test:other", "iqn.2026-11.test:good-node", a("10.1.2.3"), false},
 	} {
 		if got, why := acl.Allowed(tc.target, tc.init, tc.addr); got != tc.want {
