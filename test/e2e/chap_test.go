@@ -10,14 +10,17 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iscsi-target/iscsi-target/chap"
 	"github.com/iscsi-target/iscsi-target/test/e2e/harness"
 )
 
@@ -45,7 +48,7 @@ func chapNoLeak(t *testing.T, name, log string, extra ...string) {
 	}
 	for _, s := range append(append([]string(nil), chapSecrets...), extra...) {
 		if strings.Contains(log, s) {
-			t.Errorf("%s: daemon log contains the secret %q", name, s)
+			t.Errorf("%s: daemon log contains the secret or CHAP value %q", name, s)
 		}
 	}
 }
@@ -128,7 +131,34 @@ func TestCHAPLibiscsi(t *testing.T) {
 		return []string{"LIBISCSI_CHAP_USERNAME=" + chapUser, "LIBISCSI_CHAP_PASSWORD=" + chapSecret,
 			"LIBISCSI_CHAP_TARGET_USERNAME=" + chapTargetUser, "LIBISCSI_CHAP_TARGET_PASSWORD=" + targetSecret}
 	}
-	t.Run("mutual", func(t *testing.T) { ok(t, mutualEnv(chapTargetSecret), url("")) })
+	t.Run("mutual", func(t *testing.T) {
+		// LIBISCSI_DEBUG=10 makes libiscsi print the target's login keys,
+		// so this exchange's challenge and responses are known and can be
+		// looked for in the daemon log.
+		out, err := tool(t, append(mutualEnv(chapTargetSecret), "LIBISCSI_DEBUG=10"), "iscsi-inq", append(init, url(""))...)
+		if err != nil || !strings.Contains(out, "Peripheral Device Type:DIRECT_ACCESS") {
+			t.Fatalf("iscsi-inq: %v\n%s", err, out)
+		}
+		key := func(k string) string {
+			m := regexp.MustCompile(`TargetLoginReply: ` + k + `=(\S+)`).FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("no %s in libiscsi's debug output:\n%s", k, out)
+			}
+			return m[1]
+		}
+		challenge, targetResponse := key("CHAP_C"), key("CHAP_R")
+		id, err := chap.ParseIdentifier(key("CHAP_I"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := chap.DecodeBinary(challenge, chap.MaxChallenge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		initiatorResponse := hex.EncodeToString(chap.Response(chap.MD5, id, []byte(chapSecret), c))
+		chapNoLeak(t, "TestCHAPLibiscsi/mutual", tg.Log(), strings.TrimPrefix(challenge, "0x"),
+			strings.TrimPrefix(targetResponse, "0x"), initiatorResponse)
+	})
 	t.Run("mutual wrong target secret", func(t *testing.T) {
 		// The target proves the secret it has; the initiator refuses it.
 		refused(t, mutualEnv(chapWrongSecret), url(""), "Invalid CHAP_R response from the target")
