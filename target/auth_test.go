@@ -360,3 +360,38 @@ func TestRepeatedInitiatorName(t *testing.T) {
 		}
 	}
 }
+
+// TestCHAPFailureDelayIsPerConnection: a login waiting out its failure
+// delay holds up neither other logins nor shutdown.
+func TestCHAPFailureDelayIsPerConnection(t *testing.T) {
+	tg := chapTarget(t, func(c *target.Config) { c.Auth.FailureDelay = time.Hour })
+	bad := chapDial(t, tg)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- bad.Login(targettest.LoginOptions{Target: tg.IQN, CHAP: &targettest.CHAP{User: initUser, Secret: "wrong-secret-777"}})
+	}()
+	// Wait until the target has refused it (the refusal is logged before
+	// the delay starts).
+	for i := 0; !tg.Log.Contains("wrong CHAP_R"); i++ {
+		if i > 500 {
+			t.Fatal("the failing login was not refused")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	good := chapDial(t, tg)
+	if err := good.Login(targettest.LoginOptions{Target: tg.IQN, CHAP: &targettest.CHAP{User: initUser, Secret: initSecret}}); err != nil {
+		t.Fatalf("a good login while another waits out its delay: %v", err)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("the failing login was answered before its delay: %v", err)
+	default:
+	}
+	// Close ends the waiting login at once (no answer, connection closed).
+	if err := tg.Server.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err == nil {
+		t.Fatal("the failing login succeeded")
+	}
+}
