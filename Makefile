@@ -31,7 +31,8 @@ FUZZ_TARGETS := \
 	./chap:FuzzCHAP \
 	./scsi:FuzzCDB \
 	./scsi:FuzzModeSelect \
-	./scsi:FuzzUnmapParams
+	./scsi:FuzzUnmapParams \
+	./scsi:FuzzPROUT
 
 .PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance soak clean
 

@@ -384,7 +384,10 @@ func openLUNs(sc *serveConfig, log *logrus.Entry) ([]*scsi.LU, error) {
 			Removable: s.Removable,
 			Serial:    serial,
 			StatePath: filepath.Join(sc.stateDir, "lun-"+serial+".json"),
-			Log:       log.WithField("lun", s.ID),
+			// APTPL persistent reservations, one file per LU next to
+			// the mode page file (scsi/pr_state.go).
+			PRStatePath: filepath.Join(sc.stateDir, "lun-"+serial+".pr.json"),
+			Log:         log.WithField("lun", s.ID),
 		})
 		if err != nil {
 			dev.Close()
