@@ -37,7 +37,9 @@ var (
 	descSessions            = desc("sessions", "Normal iSCSI sessions logged in to the target.", "target")
 	descDiscoverySessions   = desc("discovery_sessions", "Discovery iSCSI sessions.")
 	descLogins              = desc("logins_total", "Finished login phases by result (success, authentication_failed, authorization_failed, not_found, initiator_error, unavailable, target_error, redirect, aborted).", "result")
-	descCHAPFailures        = desc("chap_failures_total", "CHAP responses that did not verify.")
+	descCHAPFailures        = desc("chap_failures_total", "CHAP exchanges that failed (a response that did not verify, or broken CHAP keys).")
+	descCHAPSuccesses       = desc("chap_successes_total", "CHAP authentications that succeeded.")
+	descAuthRateLimited     = desc("auth_rate_limited_total", "Logins refused without checking credentials because their source address had too many recent failures.")
 	descPanics              = desc("panics_total", "Panics recovered instead of crashing the daemon, by layer (iscsi: a connection or command worker; scsi: a command handler).", "layer")
 
 	descConnsRefused   = desc("connections_refused_total", "Connections closed on accept by a limit (max_connections, max_connections_per_source).", "limit")
@@ -89,7 +91,7 @@ func NewCollector(srv *target.Server, version string) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descBuildInfo, descConnections, descConnectionsAccepted, descSessions, descDiscoverySessions,
-		descLogins, descCHAPFailures, descPanics, descLeaseHeld, descLeaseEpoch, descLeaseTakeovers,
+		descLogins, descCHAPFailures, descCHAPSuccesses, descAuthRateLimited, descPanics, descLeaseHeld, descLeaseEpoch, descLeaseTakeovers,
 		descFencedLogins, descCommands, descDuration, descReadBytes, descWrittenBytes, descErrors,
 		descConflicts, descPRRegs, descReserved, descBusy, descUnknownLUN, descCapacity, descConnsRefused, descSessRefused,
 		descBufferWaits, descBufferRefusals, descBufferBytes, descBufferLimit,
@@ -115,6 +117,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLogins, n, target.LoginResult(i).String())
 	}
 	counter(descCHAPFailures, st.CHAPFailures)
+	counter(descCHAPSuccesses, st.Auth.Successes)
+	counter(descAuthRateLimited, st.Auth.RateLimited)
 	var scsiPanics uint64
 	for _, n := range st.Nodes {
 		scsiPanics += n.SCSI.Panics

@@ -127,7 +127,7 @@ func (c *conn) loginEnded(err error) {
 	}
 }
 
-// chapFailure counts a CHAP exchange whose response did not verify.
+// chapFailure counts a CHAP exchange that failed (auth.go chapStep).
 func (st *serverStats) chapFailure() { st.chapFailures.Add(1) }
 
 // leaseChanged records the single-writer lease state of target: whether an
@@ -156,8 +156,12 @@ type Stats struct {
 	DiscoverySessions int
 	// Logins counts finished logins, indexed by LoginResult.
 	Logins [NumLoginResults]uint64
-	// CHAPFailures counts CHAP responses that did not verify.
+	// CHAPFailures counts CHAP exchanges that failed: a response that did
+	// not verify, or CHAP keys that broke the exchange.
 	CHAPFailures uint64
+	// Auth is the security stage's counters (CHAP successes, 0x0201 and
+	// 0x0202 answers, logins refused by the per-address failure limit).
+	Auth AuthStats
 	// Panics counts panics recovered in connection receivers and command
 	// workers (each cost one connection or one command).
 	Panics uint64
@@ -194,7 +198,7 @@ type NodeStats struct {
 // systemd watchdog relies on that).
 func (s *Server) Stats() Stats {
 	st := Stats{ConnectionsAccepted: s.stats.accepted.Load(), CHAPFailures: s.stats.chapFailures.Load(),
-		Panics: s.stats.panics.Load(), Limits: s.LimitStats()}
+		Panics: s.stats.panics.Load(), Limits: s.LimitStats(), Auth: s.AuthStats()}
 	for i := range st.Logins {
 		st.Logins[i] = s.stats.logins[i].Load()
 	}

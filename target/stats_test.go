@@ -107,3 +107,41 @@ func TestServerStats(t *testing.T) {
 		return s.Nodes[0].Sessions == 0 && s.DiscoverySessions == 0 && s.Connections <= 1
 	})
 }
+
+func TestServerStatsCHAP(t *testing.T) {
+	tg := chapTarget(t, nil)
+	for _, tc := range []struct {
+		name      string
+		chap      *targettest.CHAP
+		ok        bool
+		chapFails uint64 // added to CHAPFailures
+	}{
+		{"good", &targettest.CHAP{User: initUser, Secret: initSecret}, true, 0},
+		{"wrong secret", &targettest.CHAP{User: initUser, Secret: "wrong-secret-777"}, false, 1},
+		{"no CHAP offered", nil, false, 0}, // refused at AuthMethod: no CHAP exchange failed
+	} {
+		before := tg.Server.Stats()
+		c := chapDial(t, tg)
+		err := c.Login(targettest.LoginOptions{Target: tg.IQN, CHAP: tc.chap})
+		if (err == nil) != tc.ok {
+			t.Fatalf("%s: login error %v", tc.name, err)
+		}
+		result := target.LoginResultAuthFailed
+		if tc.ok {
+			result = target.LoginResultSuccess
+		}
+		// The target counts a refusal once its response is out.
+		after := waitStats(t, tg.Server, tc.name+" counted", func(s target.Stats) bool {
+			return s.Logins[result] > before.Logins[result]
+		})
+		if d := after.Logins[result] - before.Logins[result]; d != 1 {
+			t.Errorf("%s: logins %v grew by %d, want 1", tc.name, result, d)
+		}
+		if d := after.CHAPFailures - before.CHAPFailures; d != tc.chapFails {
+			t.Errorf("%s: CHAP failures grew by %d, want %d", tc.name, d, tc.chapFails)
+		}
+		if d := after.Auth.Successes - before.Auth.Successes; (d == 1) != tc.ok {
+			t.Errorf("%s: CHAP successes grew by %d", tc.name, d)
+		}
+	}
+}

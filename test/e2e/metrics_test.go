@@ -56,11 +56,15 @@ func sample(name string, kv ...string) string {
 	return b.String()
 }
 
+// probeClient closes every connection after its request: idle keep-alive
+// connections would hold goroutines in the daemon, which the harness's
+// goroutine-leak check counts.
+var probeClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 // httpGet returns the status and body of http://addr/path.
 func httpGet(t *testing.T, addr, path string) (int, string) {
 	t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + path)
+	resp, err := probeClient.Get("http://" + addr + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -370,5 +374,64 @@ func TestDaemonSystemdNotify(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon did not exit after SIGTERM")
+	}
+}
+
+// TestDaemonMetricsCHAP: libiscsi logins with a wrong and a right CHAP
+// secret move chap_failures_total, chap_successes_total and logins_total
+// by one each.
+func TestDaemonMetricsCHAP(t *testing.T) {
+	harness.RequireTools(t, "iscsi-inq")
+	const iqn = "iqn.2026-11.test:e2e-metrics-chap"
+	const user, secret = "metrics-user", "metrics-secret-0123"
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tg := libiscsiStart(t, iqn, []string{filepath.Join(dir, "lun0.img") + ",size=4MiB"},
+		"--chap-user", user, "--chap-secret-file", secretFile)
+	addr := tg.MetricsAddr
+	inq := func(cred string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "iscsi-inq", "-i", libiscsiInitiator,
+			fmt.Sprintf("iscsi://%s@%s/%s/0", cred, tg.Portal, iqn))
+		harness.Bound(cmd, 5*time.Second)
+		return cmd.Run()
+	}
+	s0, _ := scrape(t, addr)
+	if err := inq(user + "%wrong-secret-4567"); err == nil {
+		t.Fatal("login with a wrong secret succeeded")
+	}
+	failed := sample("iscsi_target_logins_total", "result", "authentication_failed")
+	waitFor(t, "the refusal to be counted", func() bool { s, _ := scrape(t, addr); return s[failed] > s0[failed] })
+	s1, _ := scrape(t, addr)
+	if err := inq(user + "%" + secret); err != nil {
+		t.Fatalf("login with the right secret: %v", err)
+	}
+	waitFor(t, "the session to end", func() bool {
+		s, _ := scrape(t, addr)
+		return s[sample("iscsi_target_sessions", "target", iqn)] == 0
+	})
+	s2, body := scrape(t, addr)
+	for _, c := range []struct {
+		key      string
+		from, to map[string]float64
+		want     float64
+	}{
+		{failed, s0, s1, 1},
+		{sample("iscsi_target_chap_failures_total"), s0, s1, 1},
+		{sample("iscsi_target_chap_successes_total"), s0, s1, 0},
+		{sample("iscsi_target_chap_successes_total"), s1, s2, 1},
+		{sample("iscsi_target_logins_total", "result", "success"), s1, s2, 1},
+		{sample("iscsi_target_chap_failures_total"), s1, s2, 0},
+	} {
+		if d := delta(t, c.from, c.to, c.key); d != c.want {
+			t.Errorf("%s grew by %v, want %v", c.key, d, c.want)
+		}
+	}
+	if strings.Contains(body, secret) || strings.Contains(body, user) {
+		t.Error("the exposition contains CHAP credentials")
 	}
 }

@@ -421,9 +421,7 @@ func TestServicesSelectPods(t *testing.T) {
 // awaitedFlags are flags the manifests use whose implementation is on its
 // way on another branch; the test fails once they exist, so the entry
 // cannot outlive its reason.
-var awaitedFlags = map[string]string{
-	"chap-secret-dir": "the CHAP branch (issue 4)",
-}
+var awaitedFlags = map[string]string{}
 
 // TestTargetArgsAreServeFlags builds the daemon from the repository and
 // checks that every flag the target Deployment passes exists.
