@@ -9,7 +9,9 @@ package k8s
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +20,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -418,6 +422,46 @@ func TestServicesSelectPods(t *testing.T) {
 	}
 }
 
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// buildDaemon builds the daemon from the repository once per test binary.
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := filepath.Abs("../..")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildDir, buildErr = os.MkdirTemp("", "iscsi-target-k8s-test")
+		if buildErr != nil {
+			return
+		}
+		build := exec.Command("go", "build", "-o", filepath.Join(buildDir, "iscsi-target"), "./cmd/iscsi-target")
+		build.Dir = root
+		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off")
+		if out, err := build.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(buildDir, "iscsi-target")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
 // awaitedFlags are flags the manifests use whose implementation is on its
 // way on another branch; the test fails once they exist, so the entry
 // cannot outlive its reason.
@@ -426,17 +470,7 @@ var awaitedFlags = map[string]string{}
 // TestTargetArgsAreServeFlags builds the daemon from the repository and
 // checks that every flag the target Deployment passes exists.
 func TestTargetArgsAreServeFlags(t *testing.T) {
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "iscsi-target")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/iscsi-target")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildDaemon(t)
 	help, err := exec.Command(bin, "serve", "--help").CombinedOutput()
 	if err != nil {
 		t.Fatalf("serve --help: %v\n%s", err, help)
@@ -464,4 +498,156 @@ func TestTargetArgsAreServeFlags(t *testing.T) {
 			t.Errorf("--%s exists now: remove it from awaitedFlags", k)
 		}
 	}
+}
+
+// TestTargetStartsWithManifestArgs runs the daemon with the target
+// container's arguments, the claim and the chap-secret Secret laid out as
+// the kubelet would mount them (in temporary directories), and the
+// listeners moved to loopback: it must become ready on the readiness
+// probe's path, serve the LUN the MySQL volume names, and stop cleanly.
+func TestTargetStartsWithManifestArgs(t *testing.T) {
+	o := load(t)
+	d := o.deployments["iscsi-target"]
+	c := container(t, d, "iscsi-target")
+	bin := buildDaemon(t)
+	tmp := t.TempDir()
+
+	// Volume mounts become directories; the Secret becomes one file per key.
+	paths := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		dir := filepath.Join(tmp, m.Name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		paths[m.MountPath] = dir
+		if v := volume(t, d, m.Name); v.Secret != nil {
+			for k, val := range o.secrets[v.Secret.SecretName].StringData {
+				if err := os.WriteFile(filepath.Join(dir, k), []byte(val), 0o400); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	portal, metricsAddr := free(), free()
+	var argv []string
+	for _, a := range c.Args {
+		k, v, _ := strings.Cut(a, "=")
+		switch k {
+		case "--listen":
+			v = portal
+		case "--metrics-listen":
+			v = metricsAddr
+		}
+		for mount, dir := range paths {
+			v = strings.ReplaceAll(v, mount, dir)
+		}
+		if v != "" {
+			a = k + "=" + v
+		}
+		argv = append(argv, a)
+	}
+	cmd := exec.Command(bin, argv...)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("daemon %q log:\n%s", argv, log.String())
+		}
+	}()
+
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	probe := "http://" + metricsAddr + c.ReadinessProbe.HTTPGet.Path
+	ready := false
+	for i := 0; i < 300 && !ready; i++ {
+		select {
+		case err := <-done:
+			t.Fatalf("daemon exited: %v", err)
+		default:
+		}
+		if resp, err := client.Get(probe); err == nil {
+			ready = resp.StatusCode == http.StatusOK
+			resp.Body.Close()
+		}
+		if !ready {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if !ready {
+		t.Fatalf("%s never answered 200", probe)
+	}
+	resp, err := client.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	is := volume(t, o.deployments["mysql-server"], "iscsivol").ISCSI
+	want := fmt.Sprintf(`iscsi_target_lun_capacity_bytes{lun="%d",target="%s"} 4.294967296e+09`, is.Lun, is.IQN)
+	if !bytes.Contains(body, []byte(want)) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+	// The Secret took effect: a login without CHAP is refused with
+	// authentication failure (status 0x0201).
+	if class, detail := loginWithoutCHAP(t, portal, is.IQN); class != 2 || detail != 1 {
+		t.Errorf("login without CHAP: status %02x%02x, want 0201", class, detail)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+}
+
+// loginWithoutCHAP sends one Login Request (security stage, AuthMethod=None,
+// RFC 7143 §11.12) and returns the response's status class and detail.
+func loginWithoutCHAP(t *testing.T, portal, iqn string) (byte, byte) {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", portal, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+	text := "InitiatorName=iqn.2026-11.test:k8s-manifest\x00SessionType=Normal\x00TargetName=" + iqn + "\x00AuthMethod=None\x00"
+	data := []byte(text)
+	for len(data)%4 != 0 {
+		data = append(data, 0)
+	}
+	bhs := make([]byte, 48)
+	bhs[0] = 0x43 // immediate Login Request
+	bhs[1] = 0x81 // T=1, CSG=0 (security), NSG=1
+	bhs[5], bhs[6], bhs[7] = 0, byte(len(text)>>8), byte(len(text))
+	copy(bhs[8:14], []byte{0x80, 0, 0, 0, 0, 1}) // ISID
+	bhs[19] = 1                                  // initiator task tag
+	if _, err := nc.Write(append(bhs, data...)); err != nil {
+		t.Fatal(err)
+	}
+	resp := make([]byte, 48)
+	if _, err := io.ReadFull(nc, resp); err != nil {
+		t.Fatalf("login response: %v", err)
+	}
+	if resp[0]&0x3f != 0x23 {
+		t.Fatalf("answer opcode %#x, want a Login Response", resp[0]&0x3f)
+	}
+	return resp[36], resp[37]
 }
