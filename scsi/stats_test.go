@@ -141,3 +141,16 @@ func TestLUStatsReservations(t *testing.T) {
 		t.Error("still reserved after RELEASE")
 	}
 }
+
+// BenchmarkAccount is the statistics cost per command (Router.finish):
+// a clock read, the class, byte and histogram atomics.
+func BenchmarkAccount(b *testing.B) {
+	e := newEnv(b, nil)
+	c := &Command{CDB: cdb10(OpRead10, 0, 0, 8), Dir: DirIn, XferLen: 4096, DataIn: make([]byte, 4096)}
+	c.state.lu = e.lu
+	c.state.start = time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		e.r.account(c)
+	}
+}
