@@ -100,6 +100,9 @@ func TestPanicCostsOneConnection(t *testing.T) {
 			t.Errorf("log lacks %q", want)
 		}
 	}
+	if p := tg.Server.Stats().Panics; p != 2 {
+		t.Errorf("Stats().Panics = %d, want 2 (one receiver, one transmitter)", p)
+	}
 	if !strings.Contains(tg.Log.String(), "pdu=") {
 		t.Error("the receiver's panic log does not carry the PDU header")
 	}

@@ -99,6 +99,7 @@ func (tx *transmitter) loop() {
 		// if the connection had dropped.
 		if r := recover(); r != nil {
 			c.log.WithField("panic", r).Errorf("iscsi: panic in connection transmitter\n%s", debug.Stack())
+			c.srv.stats.panics.Add(1)
 			c.close(fmt.Errorf("iscsi: panic: %v", r))
 			tx.drain()
 		}
