@@ -107,7 +107,7 @@ func TestSystemdUnitHardening(t *testing.T) {
 		"Service.CapabilityBoundingSet":   "",
 		"Service.AmbientCapabilities":     "",
 		"Service.StateDirectory":          "iscsi-target",
-		"Service.ReadWritePaths":          "/srv/iscsi",
+		"Service.ReadWritePaths":          "-/srv/iscsi",
 		"Service.ProtectHome":             "yes",
 		"Service.RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
 		"Service.User":                    "iscsi-target",

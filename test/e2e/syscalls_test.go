@@ -96,6 +96,22 @@ func unitFilter(t *testing.T, groups map[string][]string) (allow, deny map[strin
 	return allow, deny
 }
 
+// unitSetting returns the value of a [Service] setting of the unit.
+func unitSetting(t *testing.T, key string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "deploy/systemd/iscsi-target.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), key+"="); ok {
+			return v
+		}
+	}
+	t.Fatalf("the unit has no %s=", key)
+	return ""
+}
+
 // tolerated are system calls the daemon makes that the filter refuses with
 // EPERM, and why that is harmless.
 var tolerated = map[string]string{
@@ -127,6 +143,9 @@ func TestSystemdSyscallFilter(t *testing.T) {
 		"--iqn", iqn, "--state-dir", state, "--metrics-listen", maddr,
 		"--lun", filepath.Join(dir, "lun0.img")+",size=8MiB",
 		"--lun", filepath.Join(dir, "lun1.img")+",size=8MiB,thin")
+	// systemd's notification socket, with the watchdog on.
+	sock, notes := notifySocket(t)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -191,13 +210,27 @@ func TestSystemdSyscallFilter(t *testing.T) {
 	}
 	defer f.Close()
 	used := map[string]int{}
+	families := map[string]bool{}
 	re := regexp.MustCompile(`^\d+\s+([a-z0-9_]+)\(`)
+	reFamily := regexp.MustCompile(`^\d+\s+socket\((AF_[A-Z0-9]+)`)
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		if m := re.FindStringSubmatch(sc.Text()); m != nil {
 			used[m[1]]++
 		}
+		if m := reFamily.FindStringSubmatch(sc.Text()); m != nil {
+			families[m[1]] = true
+		}
+	}
+	var sawReady, sawWatchdog bool
+	for len(notes) > 0 {
+		m := <-notes
+		sawReady = sawReady || strings.Contains(m, "READY=1")
+		sawWatchdog = sawWatchdog || m == "WATCHDOG=1"
+	}
+	if !sawReady || !sawWatchdog {
+		t.Errorf("notifications under strace: READY=1 %v, WATCHDOG=1 %v", sawReady, sawWatchdog)
 	}
 	if used["pwrite64"]+used["pwritev2"]+used["pwritev"] == 0 || used["accept4"] == 0 {
 		t.Fatalf("the trace shows no writes or accepts; strace output unusable: %v", used)
@@ -219,5 +252,15 @@ func TestSystemdSyscallFilter(t *testing.T) {
 	t.Logf("%d distinct system calls: %s", len(names), strings.Join(names, " "))
 	if len(bad) > 0 {
 		t.Errorf("system calls the unit's SystemCallFilter refuses:\n  %s", strings.Join(bad, "\n  "))
+	}
+	// And every socket family must pass RestrictAddressFamilies=.
+	allowedFamilies := unitSetting(t, "RestrictAddressFamilies")
+	if len(families) == 0 {
+		t.Error("the trace shows no socket() call")
+	}
+	for f := range families {
+		if !strings.Contains(" "+allowedFamilies+" ", " "+f+" ") {
+			t.Errorf("socket family %s is not in RestrictAddressFamilies=%s", f, allowedFamilies)
+		}
 	}
 }
