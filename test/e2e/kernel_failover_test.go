@@ -333,6 +333,12 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 	t.Logf("TAKEOVER: B logged in %.2fs after A froze (%s the issue's bound nop-interval %v + nop-timeout %v + 2s = %v; host-observed, includes the guest's 0.5 s retry loop)",
 		takeover.Seconds(), within, drillNOPInterval, drillNOPTimeout, drillBound)
 
+	if at, ok := targetLogTime(tg.Log(), `msg="lease: taken over`); ok {
+		t.Logf("TAKEOVER (target's view): lease taken over by B %.2fs after A froze", at.Sub(frozenAt).Seconds())
+	} else {
+		t.Logf("the target log has no lease takeover line")
+	}
+
 	qctx, qcancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer qcancel()
 	if _, err := bg.WaitFile(qctx, "b-quiesced"); err != nil {
@@ -494,10 +500,22 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 	}
 	kernelCheckDmesg(t, resB)
 	if resA != nil {
-		if bad := guest.IOErrorLines(resA.Dmesg); len(bad) > 0 {
+		// A had a commit in flight at the freeze: after the thaw its kernel
+		// must find the session gone and fail that I/O.
+		bad := guest.IOErrorLines(resA.Dmesg)
+		if len(bad) > 0 {
 			t.Logf("A's kernel after the thaw (%d I/O error lines, expected: its session is fenced), e.g.:\n%s",
 				len(bad), strings.Join(bad[:min(len(bad), 8)], "\n"))
+		} else {
+			t.Errorf("A's kernel reported no I/O error after the thaw: its queued writes went somewhere")
 		}
+		refusedA := 0
+		for _, l := range strings.Split(tg.Log(), "\n") {
+			if strings.Contains(l, "login refused") && strings.Contains(l, `initiator="iqn.2026-11.test:node-a"`) {
+				refusedA++
+			}
+		}
+		t.Logf("target log: %d refused login lines for A (its reconnects after the thaw)", refusedA)
 		if rec := kernelRecoveryLines(resA.Dmesg); len(rec) > 0 {
 			t.Logf("A's kernel session messages:\n%s", strings.Join(rec[:min(len(rec), 12)], "\n"))
 		}
@@ -565,4 +583,26 @@ func fileSHA256(p string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// targetLogTime returns the time of the first logrus line of the target's
+// log that contains substr.
+func targetLogTime(log, substr string) (time.Time, bool) {
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, substr) {
+			continue
+		}
+		v, ok := strings.CutPrefix(l, `time="`)
+		if !ok {
+			continue
+		}
+		v, _, ok = strings.Cut(v, `"`)
+		if !ok {
+			continue
+		}
+		if at, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			return at, true
+		}
+	}
+	return time.Time{}, false
 }
