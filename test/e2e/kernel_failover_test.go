@@ -88,6 +88,7 @@ mariadb_load_template /mnt/lun/mysql
 sync -f /mnt/lun
 mariadb_start /mnt/lun/mysql a
 mdb -e "CREATE DATABASE drill; CREATE TABLE drill.t (seq INT UNSIGNED NOT NULL PRIMARY KEY, sum CHAR(40) NOT NULL, pad VARCHAR(255) NOT NULL) ENGINE=InnoDB"
+mdb -B -e "SELECT @@innodb_flush_log_at_trx_commit AS flush_log_at_trx_commit, @@innodb_doublewrite AS doublewrite, @@innodb_flush_method AS flush_method, @@log_bin AS log_bin" > a-settings.txt
 log "A: schema ready; committing"
 mark a-ready
 set +e
@@ -104,7 +105,11 @@ while ! host_signal a-stop; do
 	if ! IFS= read -r -t "$COMMIT_TIMEOUT" line <&$in; then
 		reason="no answer to commit $seq within ${COMMIT_TIMEOUT}s"; break
 	fi
-	if [ "$line" != "$seq" ]; then reason="commit $seq failed: $line"; break; fi
+	if [ "$line" != "$seq" ]; then
+		# The client prints the failed statement between dashes, then the error.
+		while IFS= read -r -t 2 more <&$in; do line="$line | $more"; done
+		reason="commit $seq failed: $line"; break
+	fi
 	echo $seq >> "$JOB/acks"
 done
 log "A: client loop ended: $reason"
@@ -275,7 +280,11 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 	if _, err := a.WaitFile(ctx, "a-ready"); err != nil {
 		fatal("guest A never got MariaDB running on the LUN: %v", err)
 	}
-	t.Logf("A: MariaDB running on the LUN, committing")
+	settings, _ := a.ReadFile("a-settings.txt")
+	t.Logf("A: MariaDB running on the LUN, committing; InnoDB settings:\n%s", settings)
+	if f := strings.Fields(string(settings)); len(f) < 5 || f[0] != "flush_log_at_trx_commit" || f[4] != "1" {
+		fatal("A's MariaDB does not flush the redo log at every commit: %q", settings)
+	}
 	if _, err := bg.WaitFile(ctx, "b-booted"); err != nil {
 		fatal("guest B did not boot: %v", err)
 	}
