@@ -58,8 +58,9 @@ type task struct {
 	seq       uint64 // delivery order within the session
 	lunEpoch  uint64 // node reset epoch of the LUN at delivery
 
-	buf  *[]byte // from the server's buffer pool
-	data []byte  // the part of buf in use
+	buf    *[]byte // from the server's buffer pool
+	data   []byte  // the part of buf in use
+	charge int64   // bytes of the server's data budget held for buf
 
 	// Data-Out reception, owned by the receiver.
 	want        uint32 // Data-Out bytes kept (min of SCSI length and EDTL)
@@ -134,6 +135,10 @@ func (t *task) releaseBuf() {
 		t.sess.srv.bufs.Put(t.buf)
 		t.buf = nil
 		t.data = nil
+	}
+	if t.charge != 0 {
+		t.sess.srv.budget.release(t.charge)
+		t.charge = 0
 	}
 }
 
