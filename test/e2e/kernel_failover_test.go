@@ -342,6 +342,9 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 	t.Logf("TAKEOVER: B logged in %.2fs after A froze (%s the issue's bound nop-interval %v + nop-timeout %v + 2s = %v; host-observed, includes the guest's 0.5 s retry loop)",
 		takeover.Seconds(), within, drillNOPInterval, drillNOPTimeout, drillBound)
 
+	if at, ok := targetLogTime(tg.Log(), `msg="iscsi: initiator unresponsive`); ok {
+		t.Logf("TAKEOVER (target's view): A's connection declared dead %.2fs after A froze", at.Sub(frozenAt).Seconds())
+	}
 	if at, ok := targetLogTime(tg.Log(), `msg="lease: taken over`); ok {
 		t.Logf("TAKEOVER (target's view): lease taken over by B %.2fs after A froze", at.Sub(frozenAt).Seconds())
 	} else {
