@@ -396,6 +396,41 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 	} else {
 		t.Logf("LUN unchanged after A's thaw (sha256 %s)", sum1[:16])
 	}
+
+	// Phase 5: kill -9 and restart the target while A's iscsid keeps
+	// reconnecting. The lease and the fence live in the state directory:
+	// A must still be refused, the LUN must stay as it is, and B's session
+	// must come back (its second look below goes through it).
+	tg.Kill()
+	restartedAt := time.Now()
+	tg.Restart()
+	t.Logf("target killed (SIGKILL) and restarted in %v", time.Since(restartedAt).Round(time.Millisecond))
+	rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)
+	refusedAfterRestart := 0
+	_ = a.WaitUntil(rctx, "a refused reconnect of A after the restart", func() bool {
+		refusedAfterRestart = len(targetLogLines(tg.Log(), restartedAt, "login refused", `initiator="iqn.2026-11.test:node-a"`))
+		return refusedAfterRestart > 0
+	})
+	rcancel()
+	if refusedAfterRestart > 0 {
+		t.Logf("after the restart the target refused A's reconnect %d times", refusedAfterRestart)
+	} else {
+		t.Logf("A did not try to reconnect within 60 s of the restart")
+	}
+	if l := targetLogLines(tg.Log(), restartedAt, `msg="lease: `, `initiator="iqn.2026-11.test:node-a"`); len(l) > 0 {
+		for _, x := range l {
+			if strings.Contains(x, "acquired") || strings.Contains(x, "taken over") {
+				t.Errorf("after the restart A got the lease back: %s", x)
+			}
+		}
+	}
+	sum3, err := fileSHA256(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum3 != sum1 {
+		t.Errorf("the LUN changed across the target restart (sha256 %s -> %s)", sum1[:16], sum3[:16])
+	}
 	for _, f := range []string{"a-stop", "a-finish"} {
 		if err := a.WriteFile(f, nil); err != nil {
 			t.Fatal(err)
@@ -617,4 +652,22 @@ func targetLogTime(log, substr string) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// targetLogLines returns the target's log lines after since that contain
+// every one of substrs.
+func targetLogLines(log string, since time.Time, substrs ...string) []string {
+	var out []string
+next:
+	for _, l := range strings.Split(log, "\n") {
+		for _, sub := range substrs {
+			if !strings.Contains(l, sub) {
+				continue next
+			}
+		}
+		if at, ok := targetLogTime(l, ""); ok && !at.Before(since) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
