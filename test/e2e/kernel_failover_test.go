@@ -469,6 +469,9 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 	if access == "single-writer" && refusedBefore == "" {
 		t.Errorf("B was never refused while A was alive")
 	}
+	if l, _ := resB.File("iscsid.log"); len(l) > 0 {
+		t.Logf("B's iscsid: %d recoveries after connection loss (the target restart)", strings.Count(string(l), "operational after recovery"))
+	}
 	check, _ := resB.File("b-check.txt")
 	if !strings.Contains(string(check), "drill.t\tcheck\tstatus\tOK") {
 		t.Errorf("CHECK TABLE drill.t EXTENDED on B: %q, want status OK", check)
