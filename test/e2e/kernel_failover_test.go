@@ -347,6 +347,9 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 	}
 	if at, ok := targetLogTime(tg.Log(), `msg="lease: taken over`); ok {
 		t.Logf("TAKEOVER (target's view): lease taken over by B %.2fs after A froze", at.Sub(frozenAt).Seconds())
+		if at.Before(frozenAt) {
+			t.Errorf("the target gave B the lease before A froze")
+		}
 	} else {
 		t.Logf("the target log has no lease takeover line")
 	}
