@@ -33,6 +33,8 @@ type Node struct {
 	TPGT uint16
 	// Router executes SCSI commands for the node's LUNs.
 	Router *scsi.Router
+	// Access overrides Config.Access for this node when set.
+	Access AccessMode
 }
 
 // Config configures a Server. Zero values select the documented defaults.
@@ -64,6 +66,12 @@ type Config struct {
 	// the seconds the initiator has to log out before the target drops the
 	// connection (RFC 7143 §11.9.1); default 0.
 	LogoutTime2Wait uint16
+	// Access is the nodes' access mode; default AccessSingleWriter (the
+	// single-writer lease, lease.go).
+	Access AccessMode
+	// StateDir is where the lease state (lease.json) is persisted; empty
+	// keeps it in memory only.
+	StateDir string
 	// Log receives the server's log; nil discards.
 	Log *logrus.Entry
 }
@@ -105,6 +113,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LoginTimeout <= 0 {
 		c.LoginTimeout = 15 * time.Second
+	}
+	if c.Access == "" {
+		c.Access = AccessSingleWriter
 	}
 	if c.Log == nil {
 		l := logrus.New()
@@ -159,6 +170,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("iscsi: duplicate target name %q", n.Name)
 		}
 		seen[n.Name] = true
+		if n.Access != "" && n.Access != AccessSingleWriter && n.Access != AccessShared {
+			return fmt.Errorf("iscsi: node %s: unknown access mode %q", n.Name, n.Access)
+		}
+	}
+	if c.Access != AccessSingleWriter && c.Access != AccessShared {
+		return fmt.Errorf("iscsi: unknown access mode %q", c.Access)
 	}
 	for _, a := range c.Advertise {
 		if _, _, err := net.SplitHostPort(a); err != nil {
@@ -184,6 +201,7 @@ type Server struct {
 	connWG    sync.WaitGroup
 
 	sessions sessionTable
+	leases   *leaseManager
 	nextID   atomic.Uint64
 	tasks    sync.Pool
 }
@@ -194,6 +212,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	var err error
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:       cfg,
@@ -206,6 +225,10 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.sessions.init()
 	s.tasks.New = func() any { return new(task) }
+	if s.leases, err = newLeaseManager(s); err != nil {
+		cancel()
+		return nil, err
+	}
 	return s, nil
 }
 
