@@ -316,6 +316,7 @@ type admission struct {
 func (m *leaseManager) admit(n *Node, name string, isid pdu.ISID, log *logrus.Entry) admission {
 	id := isid.String()
 	now := time.Now()
+	stamp := now.UTC().Round(0) // what the state file holds
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rec := m.record(n.Name)
@@ -330,7 +331,7 @@ func (m *leaseManager) admit(n *Node, name string, isid pdu.ISID, log *logrus.En
 	switch {
 	case rec.Holder == "":
 		next := rec.clone()
-		next.Holder, next.Epoch, next.Since, next.Nexuses = name, rec.Epoch+1, now, []string{id}
+		next.Holder, next.Epoch, next.Since, next.Nexuses = name, rec.Epoch+1, stamp, []string{id}
 		if err := m.commit(n.Name, next); err != nil {
 			return admission{status: pdu.LoginTargetError, msg: "lease state could not be saved"}
 		}
@@ -365,9 +366,9 @@ func (m *leaseManager) admit(n *Node, name string, isid pdu.ISID, log *logrus.En
 			}
 		}
 		next.Epoch++
-		fenced := next.fenceHolder(extra, now)
+		fenced := next.fenceHolder(extra, stamp)
 		prev := next.Holder
-		next.Holder, next.Since, next.Nexuses = name, now, []string{id}
+		next.Holder, next.Since, next.Nexuses = name, stamp, []string{id}
 		if err := m.commit(n.Name, next); err != nil {
 			return admission{status: pdu.LoginTargetError, msg: "lease state could not be saved"}
 		}
@@ -434,7 +435,7 @@ func (m *leaseManager) waitForeign(n *Node, name string, timeout time.Duration) 
 // release drops the holder of target (the operator's force release): its
 // nexuses are fenced, its sessions closed and waited for.
 func (m *leaseManager) release(n *Node) (LeaseInfo, bool, error) {
-	now := time.Now()
+	now := time.Now().UTC().Round(0)
 	m.mu.Lock()
 	rec := m.record(n.Name)
 	if rec.Holder == "" {
