@@ -53,8 +53,8 @@ const (
 
 // Limits that keep the persisted lease bounded.
 const (
-	maxHolderNexuses = 1024
-	maxFenced        = 4096
+	maxHolderNexuses = 4096
+	maxFenced        = 8192
 )
 
 // FencedNexus is an I_T nexus refused for good after a takeover or a
@@ -467,6 +467,40 @@ func (m *leaseManager) release(n *Node) (LeaseInfo, bool, error) {
 		return m.info(n), true, errors.New("lease released, but sessions of the old holder are still ending")
 	}
 	return m.info(n), true, nil
+}
+
+// loggedOut forgets the nexus of a holder session that the initiator
+// logged out of on its own (iscsiadm --logout, the end of a qemu-img run):
+// it will not come back through session recovery, so it need not be fenced
+// later. This keeps the holder's nexus list bounded across attach/detach
+// cycles. Logouts the target asked for (shutdown) are followed by session
+// recovery with the same ISID (open-iscsi), so they are not called here.
+func (m *leaseManager) loggedOut(s *session) {
+	if s.node == nil || m.srv.access(s.node) != AccessSingleWriter {
+		return
+	}
+	id := s.isid.String()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec := m.record(s.node.Name)
+	if !sameName(rec.Holder, s.initiatorName) || !rec.hasNexus(id) {
+		return
+	}
+	for _, o := range m.nodeSessions(s.node) {
+		if o != s && o.isid == s.isid && sameName(o.initiatorName, s.initiatorName) {
+			return
+		}
+	}
+	next := rec.clone()
+	next.Nexuses = next.Nexuses[:0]
+	for _, n := range rec.Nexuses {
+		if n != id {
+			next.Nexuses = append(next.Nexuses, n)
+		}
+	}
+	if m.commit(s.node.Name, next) == nil {
+		s.log.WithField("epoch", next.Epoch).Debug("lease: holder nexus logged out")
+	}
 }
 
 // info describes the lease of n.

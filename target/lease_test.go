@@ -185,10 +185,20 @@ func TestLeaseSameNameMultipath(t *testing.T) {
 	if a3 == nil {
 		t.Fatalf("holder name in other case refused: 0x%04x", st)
 	}
-	a3.Close()
-	li := leaseOf(t, tg)
-	if li.Epoch != 1 || len(li.HolderNexuses) != 3 || li.Counters.NexusesAdded != 2 {
+	if li := leaseOf(t, tg); li.Epoch != 1 || len(li.HolderNexuses) != 3 || li.Counters.NexusesAdded != 2 {
 		t.Fatalf("lease %+v", li)
+	}
+	// A session the initiator logged out of will not be recovered: its
+	// nexus is forgotten, so the list stays bounded across attach cycles.
+	if r, err := a3.Logout(); err != nil || r.Response != 0 {
+		t.Fatalf("logout: %+v %v", r, err)
+	}
+	a3.Close()
+	for i := 0; i < 200 && len(leaseOf(t, tg).HolderNexuses) != 2; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if li := leaseOf(t, tg); li.Epoch != 1 || len(li.HolderNexuses) != 2 || li.HolderNexuses[1] != a2.ISID.String() {
+		t.Fatalf("after logout %+v", li)
 	}
 }
 

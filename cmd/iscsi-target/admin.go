@@ -183,6 +183,7 @@ func adminRoutes(srv *target.Server) *http.ServeMux {
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, _ *http.Request) {
 		adminJSON(w, http.StatusOK, srv.Sessions())
 	})
+	leaseRoutes(mux, srv)
 	return mux
 }
 

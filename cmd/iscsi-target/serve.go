@@ -231,6 +231,8 @@ func serve(c *cli.Context) error {
 		Advertise:   sc.advertise,
 		NOPInterval: nopInterval(sc.nopIntv),
 		NOPTimeout:  sc.nopTmo,
+		Access:      target.AccessMode(sc.access),
+		StateDir:    sc.stateDir,
 		// The logout request tells initiators how long they have.
 		LogoutTime2Wait: uint16(min(sc.shutdown/time.Second, 3600)),
 		Log:             log,
