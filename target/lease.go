@@ -113,10 +113,13 @@ type LeaseInfo struct {
 	GraceUntil time.Time `json:"grace_until,omitempty"`
 	// HolderNexuses are the ISIDs the holder logged in with; they are
 	// fenced when the lease changes hands.
-	HolderNexuses []string       `json:"holder_nexuses,omitempty"`
-	Sessions      []LeaseSession `json:"sessions"`
-	Fenced        []FencedNexus  `json:"fenced"`
-	Counters      LeaseCounters  `json:"counters"`
+	HolderNexuses []string `json:"holder_nexuses,omitempty"`
+	// Barred is the initiator released by the operator; it may not take
+	// the free lease before another initiator held it.
+	Barred   string         `json:"barred,omitempty"`
+	Sessions []LeaseSession `json:"sessions"`
+	Fenced   []FencedNexus  `json:"fenced"`
+	Counters LeaseCounters  `json:"counters"`
 }
 
 // leaseRecord is the persisted lease of one target.
@@ -126,6 +129,9 @@ type leaseRecord struct {
 	Since   time.Time     `json:"since,omitempty"`
 	Nexuses []string      `json:"nexuses,omitempty"`
 	Fenced  []FencedNexus `json:"fenced,omitempty"`
+	// Barred is the holder an operator released: it may not take the free
+	// lease again before another initiator held it (or AllowLease).
+	Barred string `json:"barred,omitempty"`
 }
 
 func (r *leaseRecord) clone() *leaseRecord {
@@ -329,9 +335,15 @@ func (m *leaseManager) admit(n *Node, name string, isid pdu.ISID, log *logrus.En
 			msg: fmt.Sprintf("nexus %s/%s was fenced; log in with a new session", name, id)}
 	}
 	switch {
+	case rec.Holder == "" && rec.Barred != "" && sameName(rec.Barred, name):
+		cnt.RefusedBusy++
+		log.WithFields(fields).WithField("epoch", rec.Epoch).
+			Warn("lease: login refused, this initiator was released by the operator (iscsi-target lease allow lifts it)")
+		return admission{status: pdu.LoginServiceUnavailable,
+			msg: fmt.Sprintf("initiator %s was released from target %s by the operator", name, n.Name)}
 	case rec.Holder == "":
 		next := rec.clone()
-		next.Holder, next.Epoch, next.Since, next.Nexuses = name, rec.Epoch+1, stamp, []string{id}
+		next.Holder, next.Epoch, next.Since, next.Nexuses, next.Barred = name, rec.Epoch+1, stamp, []string{id}, ""
 		if err := m.commit(n.Name, next); err != nil {
 			return admission{status: pdu.LoginTargetError, msg: "lease state could not be saved"}
 		}
@@ -450,7 +462,7 @@ func (m *leaseManager) release(n *Node) (LeaseInfo, bool, error) {
 	next.Epoch++
 	fenced := next.fenceHolder(extra, now)
 	prev := next.Holder
-	next.Holder, next.Since = "", now
+	next.Holder, next.Since, next.Barred = "", now, prev
 	if err := m.commit(n.Name, next); err != nil {
 		m.mu.Unlock()
 		return LeaseInfo{}, false, fmt.Errorf("lease state could not be saved: %w", err)
@@ -516,6 +528,7 @@ func (m *leaseManager) info(n *Node) LeaseInfo {
 		Epoch:         rec.Epoch,
 		Since:         rec.Since,
 		HolderNexuses: append([]string(nil), rec.Nexuses...),
+		Barred:        rec.Barred,
 		Fenced:        append([]FencedNexus{}, rec.Fenced...),
 		Sessions:      []LeaseSession{},
 		Counters:      *m.counters[n.Name],
@@ -599,6 +612,32 @@ func (s *Server) ReleaseLease(target string) (info LeaseInfo, released bool, err
 		return LeaseInfo{}, false, fmt.Errorf("target %s is in %s access mode: it has no lease", target, s.access(n))
 	}
 	return s.leases.release(n)
+}
+
+// AllowLease lifts the bar a release put on the released holder, so it may
+// take the free lease again. It reports whether there was a bar.
+func (s *Server) AllowLease(target string) (LeaseInfo, bool, error) {
+	n := s.node(target)
+	if n == nil {
+		return LeaseInfo{}, false, fmt.Errorf("%w: %q", ErrNoSuchTarget, target)
+	}
+	m := s.leases
+	m.mu.Lock()
+	rec := m.record(n.Name)
+	if rec.Barred == "" {
+		m.mu.Unlock()
+		return m.info(n), false, nil
+	}
+	next := rec.clone()
+	next.Barred = ""
+	if err := m.commit(n.Name, next); err != nil {
+		m.mu.Unlock()
+		return LeaseInfo{}, false, fmt.Errorf("lease state could not be saved: %w", err)
+	}
+	s.log.WithFields(logrus.Fields{"target": n.Name, "initiator": rec.Barred, "epoch": rec.Epoch}).
+		Warn("lease: operator allowed the released initiator again")
+	m.mu.Unlock()
+	return m.info(n), true, nil
 }
 
 // LeaseCounters sums the lease counters of every target node (for metrics).

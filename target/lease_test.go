@@ -327,6 +327,13 @@ func TestLeaseReleaseByOperator(t *testing.T) {
 	}
 	_, st := leaseLogin(t, tg, nameA, 1)
 	wantStatus(t, "released nexus", st, pdu.LoginAuthorizationFailure)
+	// A fresh session of the released holder may not take the free lease
+	// (libiscsi reconnects with a new ISID); another initiator may.
+	_, st = leaseLogin(t, tg, nameA, 3)
+	wantStatus(t, "released holder, fresh session", st, pdu.LoginServiceUnavailable)
+	if li := leaseOf(t, tg); li.Barred != nameA {
+		t.Fatalf("no bar after release: %+v", li)
+	}
 	b, st := leaseLogin(t, tg, nameB, 1)
 	if b == nil {
 		t.Fatalf("free lease refused: 0x%04x", st)
@@ -338,6 +345,27 @@ func TestLeaseReleaseByOperator(t *testing.T) {
 	}
 	if !tg.Log.Contains("lease: released by the operator") {
 		t.Fatal("release not logged")
+	}
+	if li.Barred != "" {
+		t.Fatalf("bar not lifted by another holder: %+v", li)
+	}
+	// The operator can lift the bar of a released holder.
+	b.Close()
+	if _, _, err := tg.Server.ReleaseLease(tg.IQN); err != nil {
+		t.Fatal(err)
+	}
+	_, st = leaseLogin(t, tg, nameB, 2)
+	wantStatus(t, "barred", st, pdu.LoginServiceUnavailable)
+	if _, lifted, err := tg.Server.AllowLease(tg.IQN); err != nil || !lifted {
+		t.Fatalf("allow: %v %v", lifted, err)
+	}
+	b2, st := leaseLogin(t, tg, nameB, 2)
+	if b2 == nil {
+		t.Fatalf("allowed holder refused: 0x%04x", st)
+	}
+	b2.Close()
+	if li := leaseOf(t, tg); li.Holder != nameB || li.Epoch != 5 {
+		t.Fatalf("lease %+v", li)
 	}
 }
 

@@ -43,13 +43,19 @@ func leaseRoutes(mux *http.ServeMux, srv *target.Server) {
 		}
 		adminJSON(w, http.StatusOK, srv.Leases())
 	})
-	mux.HandleFunc("POST /v1/lease/release", func(w http.ResponseWriter, r *http.Request) {
+	leaseAction(mux, "POST /v1/lease/release", srv.ReleaseLease)
+	leaseAction(mux, "POST /v1/lease/allow", srv.AllowLease)
+}
+
+// leaseAction serves a lease operation on one target.
+func leaseAction(mux *http.ServeMux, route string, op func(string) (target.LeaseInfo, bool, error)) {
+	mux.HandleFunc(route, func(w http.ResponseWriter, r *http.Request) {
 		var req leaseReleaseRequest
 		if err := adminDecode(r, &req); err != nil {
 			adminError(w, http.StatusBadRequest, "bad request: %v", err)
 			return
 		}
-		li, released, err := srv.ReleaseLease(req.Target)
+		li, released, err := op(req.Target)
 		switch {
 		case errors.Is(err, target.ErrNoSuchTarget):
 			adminError(w, http.StatusNotFound, "%v", err)
@@ -101,12 +107,42 @@ func leaseCommand() *cli.Command {
 				},
 			},
 			{
+				Name:  "allow",
+				Usage: "let the initiator a release barred take the free lease again",
+				Flags: append(adminFlags(),
+					&cli.StringFlag{Name: "target", Usage: "target `IQN` (required)"},
+					&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 || c.String("target") == "" {
+						return usageError("lease allow: --target IQN is required, and nothing else")
+					}
+					var ans leaseReleaseAnswer
+					if err := adminCall(c.Context, adminSocketPath(c), http.MethodPost, "/v1/lease/allow",
+						leaseReleaseRequest{Target: c.String("target")}, &ans); err != nil {
+						return &exitError{code: exitFailure, err: err}
+					}
+					if c.Bool("json") {
+						enc := json.NewEncoder(c.App.Writer)
+						enc.SetIndent("", "  ")
+						return enc.Encode(ans)
+					}
+					if !ans.Released {
+						fmt.Fprintf(c.App.Writer, "no initiator is barred from %s\n", ans.Lease.Target)
+						return nil
+					}
+					fmt.Fprintf(c.App.Writer, "the released initiator may take the lease of %s again\n", ans.Lease.Target)
+					return nil
+				},
+			},
+			{
 				Name:  "release",
 				Usage: "drop the lease holder by force and fence it (only when its node is known to be down)",
 				Description: `Fences every session of the current holder (they are closed, their
    commands aborted, and their nexuses refused from now on) and leaves the
-   lease free for the next initiator that logs in. Use it when the holder's
-   node is down or cut off for good, as Kubernetes' out-of-service taint does.`,
+   lease free for the next other initiator that logs in: the released
+   initiator itself may take it again only after another one held it, or
+   after 'iscsi-target lease allow'. Use it when the holder's node is down
+   or cut off for good, as Kubernetes' out-of-service taint does.`,
 				Flags: append(adminFlags(),
 					&cli.StringFlag{Name: "target", Usage: "target `IQN` (required)"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
@@ -154,6 +190,9 @@ func printLease(w io.Writer, li target.LeaseInfo) {
 		}
 		fmt.Fprintf(tw, "holder:\t%s\n", holder)
 		fmt.Fprintf(tw, "epoch:\t%d\n", li.Epoch)
+		if li.Barred != "" {
+			fmt.Fprintf(tw, "barred:\t%s (released by the operator)\n", li.Barred)
+		}
 		if !li.Since.IsZero() {
 			fmt.Fprintf(tw, "since:\t%s\n", li.Since.UTC().Format(time.RFC3339))
 		}
