@@ -286,6 +286,24 @@ func leaseCLI(t *testing.T, tg *harness.Target, args ...string) []leaseJSON {
 	return list
 }
 
+// leaseSameRegion compares [off, off+n) of two image files.
+func leaseSameRegion(t *testing.T, a, b string, off, n int64) bool {
+	t.Helper()
+	read := func(p string) []byte {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+		return buf
+	}
+	return bytes.Equal(read(a), read(b))
+}
+
 type leaseJSON struct {
 	Target      string
 	Holder      string
@@ -342,10 +360,13 @@ func TestLeaseFailover(t *testing.T) {
 		t.Fatal("A could not open the LUN")
 	}
 	next := 1
+	// qemu-io takes one command per wake-up of its stdin, so commands are
+	// paced rather than written in one burst.
 	writeA := func(n int) {
 		for ; n > 0 && next < nA; n-- {
 			a.send(fmt.Sprintf("write -s %s %d %d", files[next], next*leaseBlock, leaseBlock))
 			next++
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	writeA(20)
@@ -357,13 +378,30 @@ func TestLeaseFailover(t *testing.T) {
 		t.Fatalf("B opened the LUN while A holds the lease:\n%s", out)
 	}
 
-	// Freeze A while writes are streaming.
+	// Freeze A mid-write: a 2 MiB write (blocks bigFrom..bigFrom+31, many
+	// Data-Out PDUs) is on its way when SIGSTOP arrives.
 	writeA(40)
 	a.waitAcked(25)
+	const bigFrom, bigN = 240, 32
+	var big []byte
+	for i := bigFrom; i < bigFrom+bigN; i++ {
+		b, err := os.ReadFile(files[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		big = append(big, b...)
+	}
+	bigFile := filepath.Join(blocks, "big.blk")
+	if err := os.WriteFile(bigFile, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.send(fmt.Sprintf("write -s %s %d %d", bigFile, bigFrom*leaseBlock, bigN*leaseBlock))
+	time.Sleep(3 * time.Millisecond)
 	a.signal(syscall.SIGSTOP)
 	frozen := time.Now()
 	issuedBefore := next - 1
 	ackedBefore := a.acked()
+	bigAcked := ackedBefore[bigFrom*leaseBlock]
 	writeA(40) // queued in the frozen process's stdin
 	queuedFrom := issuedBefore + 1
 
@@ -374,6 +412,9 @@ func TestLeaseFailover(t *testing.T) {
 	if takeover > interval+timeout+2*time.Second {
 		t.Errorf("takeover took %v, budget %v", takeover, interval+timeout+2*time.Second)
 	}
+	// What B sees right after its login: nothing of A may change it later.
+	snap := filepath.Join(blocks, "snapshot.img")
+	libiscsiRun(t, 2*time.Minute, "qemu-img", "convert", "--image-opts", leaseOpts(tg.Portal, leaseNodeB), "-O", "raw", snap)
 	bFile := leaseBlockFile(t, blocks, 'B', 0)
 	b.send(fmt.Sprintf("write -s %s %d %d", bFile, leaseBOffset, leaseBlock))
 	b.waitAcked(1)
@@ -397,12 +438,24 @@ func TestLeaseFailover(t *testing.T) {
 		}
 	}
 	for seq := range onDisk {
-		if seq > issuedBefore {
-			t.Errorf("A's write %d (issued after the freeze; last before it %d) landed", seq, issuedBefore)
+		if seq >= queuedFrom && seq < bigFrom || seq >= bigFrom+bigN {
+			t.Errorf("A's write %d (issued after the freeze) landed", seq)
 		}
 	}
-	t.Logf("A: %d acknowledged before the freeze, %d on disk, %d issued in all; none after the takeover",
-		len(ackedBefore), len(onDisk), lastIssued)
+	bigOnDisk := 0
+	for i := bigFrom; i < bigFrom+bigN; i++ {
+		if onDisk[i] {
+			bigOnDisk++
+		}
+	}
+	if bigOnDisk != 0 && bigOnDisk != bigN || bigAcked && bigOnDisk != bigN {
+		t.Errorf("the write in flight at the freeze: %d of %d blocks on disk (acknowledged %v)", bigOnDisk, bigN, bigAcked)
+	}
+	if !leaseSameRegion(t, snap, img, 0, int64(nA)*leaseBlock) {
+		t.Error("A's region changed after B's login: a write of the fenced holder landed")
+	}
+	t.Logf("A: %d acknowledged before the freeze, %d blocks on disk (in-flight 2 MiB write: acknowledged %v, %d/%d blocks), %d commands issued in all; none landed after the takeover",
+		len(ackedBefore), len(onDisk), bigAcked, bigOnDisk, bigN, lastIssued)
 
 	before := leaseCLI(t, tg, "show")[0]
 	if before.Holder != leaseNodeB || before.Epoch != 2 || len(before.Fenced) != 1 ||
