@@ -13,7 +13,7 @@ import (
 	"github.com/iscsi-target/iscsi-target/target/pdu"
 )
 
-// The single-writer lease (docs/design.md §6). Kubernetes' iSCSI plugins and
+// The single-writer lease (docs/design.md §5). Kubernetes' iSCSI plugins and
 // open-iscsi never send SCSI reservations, so in AccessSingleWriter mode the
 // target itself guarantees one writer per target node:
 //
