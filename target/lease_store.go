@@ -35,6 +35,13 @@ func (st *leaseStore) path() string { return filepath.Join(st.dir, leaseStateFil
 // load reads the state; a missing file is an empty state. A file that
 // cannot be parsed is an error: starting without it would forget fences.
 func (st *leaseStore) load() (map[string]*leaseRecord, error) {
+	// A crash between creating and renaming a temporary file leaves it
+	// behind; it never holds the current state.
+	if old, err := filepath.Glob(filepath.Join(st.dir, "."+leaseStateFile+".tmp-*")); err == nil {
+		for _, p := range old {
+			_ = os.Remove(p)
+		}
+	}
 	f, err := os.Open(st.path())
 	if errors.Is(err, os.ErrNotExist) {
 		return make(map[string]*leaseRecord), nil

@@ -100,3 +100,50 @@ func TestLeaseCommands(t *testing.T) {
 		t.Fatalf("fenced nexus login: %v", err)
 	}
 }
+
+func TestLeaseAllowCommand(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{})
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	a, err := startAdmin(sock, adminRoutes(tg.Server), logrus.NewEntry(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	login := func(isid byte) error {
+		c, err := targettest.Dial(tg.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.InitiatorName = "iqn.2026-11.test:holder"
+		c.ISID[5] = isid
+		return c.Login(targettest.LoginOptions{Target: tg.IQN})
+	}
+	if err := login(1); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "lease", "release", "--admin-socket", sock, "--target", tg.IQN); code != 0 {
+		t.Fatalf("release (%d): %s", code, out)
+	}
+	out, code := runCLI(t, "lease", "show", "--admin-socket", sock)
+	if code != 0 || !strings.Contains(out, "barred:  iqn.2026-11.test:holder") {
+		t.Fatalf("show (%d):\n%s", code, out)
+	}
+	var lf *targettest.ErrLoginFailed
+	if err := login(2); !errors.As(err, &lf) || lf.Status != pdu.LoginServiceUnavailable {
+		t.Fatalf("barred initiator: %v", err)
+	}
+	if out, code := runCLI(t, "lease", "allow", "--admin-socket", sock, "--target", tg.IQN); code != 0 ||
+		!strings.Contains(out, "may take the lease") {
+		t.Fatalf("allow (%d): %s", code, out)
+	}
+	if err := login(2); err != nil {
+		t.Fatalf("allowed initiator: %v", err)
+	}
+	if out, code := runCLI(t, "lease", "allow", "--admin-socket", sock, "--target", tg.IQN); code != 0 ||
+		!strings.Contains(out, "no initiator is barred") {
+		t.Fatalf("second allow (%d): %s", code, out)
+	}
+}
