@@ -19,8 +19,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iscsi-target/iscsi-target/target/targettest"
 	"github.com/iscsi-target/iscsi-target/test/e2e/harness"
 )
 
@@ -564,4 +567,95 @@ func TestLeaseTakeoverTimes(t *testing.T) {
 	if times[9] > interval+timeout+2*time.Second {
 		t.Errorf("max takeover %v exceeds nop-interval + nop-timeout + 2 s", times[9])
 	}
+}
+
+// TestLeaseSurvivesKill9 kills the daemon with SIGKILL at random points
+// while logins of two initiator names keep changing the lease (acquire,
+// holder nexus added, takeover with fencing), 50 times. After every restart
+// the state must load, the holder must be the last initiator whose login
+// was answered (or the one whose login was in flight), the epoch must never
+// go back and no fence may be lost.
+func TestLeaseSurvivesKill9(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "lun0.img")
+	tg := startDaemon(t, harness.TargetOptions{
+		IQN:   leaseIQN,
+		LUNs:  []string{img + ",size=16MiB"},
+		Extra: []string{"--access", "single-writer", "--nop-interval", "100ms", "--nop-timeout", "200ms"},
+	})
+	names := [2]string{leaseNodeA, leaseNodeB}
+	var (
+		prevHolder string
+		prevEpoch  uint64
+		fenced     = map[string]bool{}
+		isid       uint16
+	)
+	for i := 0; i < 50; i++ {
+		var mu sync.Mutex
+		acked, started := prevHolder, ""
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for k := 0; k < 10000; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name := names[(k+i)%2]
+				isid++
+				c, err := targettest.Dial(tg.Portal)
+				if err != nil {
+					return // the daemon is gone
+				}
+				c.InitiatorName = name
+				c.ISID[4], c.ISID[5] = byte(isid>>8), byte(isid)
+				c.Timeout = 2 * time.Second
+				mu.Lock()
+				started = name
+				mu.Unlock()
+				err = c.Login(targettest.LoginOptions{Target: leaseIQN})
+				c.Close()
+				var lf *targettest.ErrLoginFailed
+				mu.Lock()
+				if err == nil {
+					acked = name
+				}
+				if err == nil || errors.As(err, &lf) {
+					started = "" // answered; otherwise it stays in flight
+				}
+				mu.Unlock()
+				time.Sleep(time.Duration(k%3) * 50 * time.Millisecond)
+			}
+		}()
+		time.Sleep(time.Duration(50+mrand.IntN(600)) * time.Millisecond)
+		tg.Kill()
+		close(stop)
+		<-done
+		tg.Restart() // fails the test if the daemon cannot load its state
+		li := leaseCLI(t, tg, "show")[0]
+		mu.Lock()
+		okHolder := li.Holder == acked || started != "" && li.Holder == started
+		mu.Unlock()
+		if !okHolder {
+			t.Fatalf("iteration %d: holder %q after kill -9; last answered login %q, in flight %q", i, li.Holder, acked, started)
+		}
+		if li.Epoch < prevEpoch {
+			t.Fatalf("iteration %d: epoch went back from %d to %d", i, prevEpoch, li.Epoch)
+		}
+		now := map[string]bool{}
+		for _, f := range li.Fenced {
+			now[f.Initiator+"/"+f.ISID] = true
+		}
+		for k := range fenced {
+			if !now[k] {
+				t.Fatalf("iteration %d: fence %s lost across kill -9", i, k)
+			}
+		}
+		fenced, prevHolder, prevEpoch = now, li.Holder, li.Epoch
+	}
+	if len(fenced) == 0 || prevEpoch < 10 {
+		t.Fatalf("the loop hardly changed the lease (epoch %d, %d fenced): it tested nothing", prevEpoch, len(fenced))
+	}
+	t.Logf("50 kills: final epoch %d, %d fenced nexuses", prevEpoch, len(fenced))
 }
