@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iscsi-target/iscsi-target/backstore"
+	"github.com/iscsi-target/iscsi-target/backstore/faulty"
 	"github.com/iscsi-target/iscsi-target/target"
 	"github.com/iscsi-target/iscsi-target/target/pdu"
 	"github.com/iscsi-target/iscsi-target/target/targettest"
@@ -490,5 +492,65 @@ func TestLeaseSharedModeUnaffected(t *testing.T) {
 	}
 	if _, _, err := tg.Server.ReleaseLease(tg.IQN); err == nil {
 		t.Fatal("release in shared mode succeeded")
+	}
+}
+
+// TestLeaseTakeoverWaitsForExecutingWrite: a write of the old holder that
+// is executing in the backstore (a disk that cannot be interrupted) keeps
+// the takeover login from completing until it has finished; the new holder
+// is told to retry (0x0301) meanwhile.
+func TestLeaseTakeoverWaitsForExecutingWrite(t *testing.T) {
+	var fd *faulty.Device
+	tg := targettest.Start(t, targettest.Options{
+		Configure: func(c *target.Config) { leaseTimers(c); c.LoginTimeout = time.Second },
+		Wrap: func(_ int, d backstore.Device) backstore.Device {
+			fd = faulty.Wrap(d)
+			return fd
+		},
+	})
+	a, _ := leaseLogin(t, tg, nameA, 1)
+	defer a.Close()
+	leaseWrite(t, a, 0, bytes.Repeat([]byte{0xa0}, 512)) // past the unit attention
+	fd.Inject(faulty.Rule{Ops: faulty.Write, Kind: faulty.Hang, Off: 100 * 512, Len: 512})
+	cmd := pdu.SCSICommand{Final: true, Write: true, Attr: pdu.AttrSimple, InitiatorTaskTag: a.NextITT(),
+		ExpectedDataTransferLn: 512, CmdSN: a.CmdSN, ExpStatSN: a.ExpStatSN}
+	copy(cmd.CDB[:], cdbWrite10(100, 1))
+	a.CmdSN++
+	var h pdu.BHS
+	cmd.Marshal(&h)
+	if err := a.WritePDU(&h, nil, bytes.Repeat([]byte{0xa1}, 512)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; fd.InFlight() == 0; i++ {
+		if i > 500 {
+			t.Fatal("the write never reached the device")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A is silent from now on; once it is dead by the liveness rule, B's
+	// login takes the lease over but cannot complete while the write runs.
+	time.Sleep(400 * time.Millisecond)
+	for i := 0; i < 2; i++ {
+		_, st := leaseLogin(t, tg, nameB, 1)
+		wantStatus(t, "takeover during an executing write", st, pdu.LoginServiceUnavailable)
+		if fd.InFlight() != 1 {
+			t.Fatal("the hung write is no longer executing")
+		}
+	}
+	if li := leaseOf(t, tg); li.Holder != nameB || li.Epoch != 2 || len(li.Fenced) != 1 {
+		t.Fatalf("lease %+v", li)
+	}
+	fd.Clear()
+	fd.Release()
+	b, refused := loginUntil(t, tg, nameB, 1, 500)
+	defer b.Close()
+	if fd.InFlight() != 0 {
+		t.Fatal("B's login completed while A's write was executing")
+	}
+	t.Logf("B refused %d more times after the write finished", refused)
+	// A fresh write of B wins over A's: nothing of A lands later.
+	leaseWrite(t, b, 100, bytes.Repeat([]byte{0xb1}, 512))
+	if dev := tg.Devices[0].Bytes(); dev[100*512] != 0xb1 {
+		t.Fatal("B's write was overwritten")
 	}
 }
