@@ -554,10 +554,10 @@ func (m *leaseManager) info(n *Node) LeaseInfo {
 
 // access returns the access mode of node n.
 func (s *Server) access(n *Node) AccessMode {
-	if n.Access != "" {
-		return n.Access
+	if n.AccessMode != "" {
+		return n.AccessMode
 	}
-	return s.cfg.Access
+	return s.cfg.AccessMode
 }
 
 // admitLogin applies the node's access mode to a normal-session login that

@@ -64,7 +64,7 @@ func leaseTimers(c *target.Config) {
 	c.NOPTimeout = 200 * time.Millisecond
 }
 
-func wantStatus(t *testing.T, what string, got, want uint16) {
+func wantLeaseStatus(t *testing.T, what string, got, want uint16) {
 	t.Helper()
 	if got != want {
 		t.Fatalf("%s: login status 0x%04x, want 0x%04x", what, got, want)
@@ -125,7 +125,7 @@ func loginUntil(t *testing.T, tg *targettest.Target, name string, isid byte, bou
 		if c != nil {
 			return c, i
 		}
-		wantStatus(t, "retry", st, pdu.LoginServiceUnavailable)
+		wantLeaseStatus(t, "retry", st, pdu.LoginServiceUnavailable)
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s never got the lease in %d attempts", name, bound)
@@ -148,7 +148,7 @@ func TestLeaseRefusesSecondInitiator(t *testing.T) {
 	leaseWrite(t, a, 0, bytes.Repeat([]byte{0xa1}, 512))
 
 	_, st := leaseLogin(t, tg, nameB, 1)
-	wantStatus(t, "second initiator", st, pdu.LoginServiceUnavailable)
+	wantLeaseStatus(t, "second initiator", st, pdu.LoginServiceUnavailable)
 	// Discovery is not affected by the lease.
 	d := dial(t, tg)
 	d.InitiatorName = nameB
@@ -216,7 +216,7 @@ func TestLeaseTakeoverFencesSilentHolder(t *testing.T) {
 	stop := pingAnswerer(t, a)
 	for i := 0; i < 5; i++ {
 		_, st := leaseLogin(t, tg, nameB, 1)
-		wantStatus(t, "holder alive", st, pdu.LoginServiceUnavailable)
+		wantLeaseStatus(t, "holder alive", st, pdu.LoginServiceUnavailable)
 		time.Sleep(100 * time.Millisecond)
 	}
 	stop()
@@ -261,11 +261,13 @@ func TestLeaseTakeoverFencesSilentHolder(t *testing.T) {
 	}
 
 	// Session recovery of the fenced nexus is refused for good.
+	stopB := pingAnswerer(t, b) // B stays alive meanwhile
+	defer stopB()
 	_, st := leaseLogin(t, tg, nameA, 1)
-	wantStatus(t, "fenced reinstatement", st, pdu.LoginAuthorizationFailure)
+	wantLeaseStatus(t, "fenced reinstatement", st, pdu.LoginAuthorizationFailure)
 	// A fresh session of A is an ordinary initiator: refused while B lives.
 	_, st = leaseLogin(t, tg, nameA, 2)
-	wantStatus(t, "fresh login of the old holder", st, pdu.LoginServiceUnavailable)
+	wantLeaseStatus(t, "fresh login of the old holder", st, pdu.LoginServiceUnavailable)
 	li = leaseOf(t, tg)
 	if li.Counters.RefusedFenced != 1 {
 		t.Fatalf("counters %+v", li.Counters)
@@ -328,11 +330,11 @@ func TestLeaseReleaseByOperator(t *testing.T) {
 		t.Fatalf("unknown target: %v", err)
 	}
 	_, st := leaseLogin(t, tg, nameA, 1)
-	wantStatus(t, "released nexus", st, pdu.LoginAuthorizationFailure)
+	wantLeaseStatus(t, "released nexus", st, pdu.LoginAuthorizationFailure)
 	// A fresh session of the released holder may not take the free lease
 	// (libiscsi reconnects with a new ISID); another initiator may.
 	_, st = leaseLogin(t, tg, nameA, 3)
-	wantStatus(t, "released holder, fresh session", st, pdu.LoginServiceUnavailable)
+	wantLeaseStatus(t, "released holder, fresh session", st, pdu.LoginServiceUnavailable)
 	if li := leaseOf(t, tg); li.Barred != nameA {
 		t.Fatalf("no bar after release: %+v", li)
 	}
@@ -357,7 +359,7 @@ func TestLeaseReleaseByOperator(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, st = leaseLogin(t, tg, nameB, 2)
-	wantStatus(t, "barred", st, pdu.LoginServiceUnavailable)
+	wantLeaseStatus(t, "barred", st, pdu.LoginServiceUnavailable)
 	if _, lifted, err := tg.Server.AllowLease(tg.IQN); err != nil || !lifted {
 		t.Fatalf("allow: %v %v", lifted, err)
 	}
@@ -375,8 +377,8 @@ func TestLeasePersistsAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := func(c *target.Config) {
 		c.StateDir = dir
-		c.NOPInterval = 200 * time.Millisecond
-		c.NOPTimeout = 300 * time.Millisecond
+		c.NOPInterval = time.Second // restart grace 3 s
+		c.NOPTimeout = 2 * time.Second
 	}
 	tg1 := targettest.Start(t, targettest.Options{Configure: cfg})
 	a, _ := leaseLogin(t, tg1, nameA, 1)
@@ -401,9 +403,9 @@ func TestLeasePersistsAcrossRestart(t *testing.T) {
 	}
 	// In the grace, another initiator is refused and the fence holds...
 	_, st := leaseLogin(t, tg2, nameA, 2)
-	wantStatus(t, "grace", st, pdu.LoginServiceUnavailable)
+	wantLeaseStatus(t, "grace", st, pdu.LoginServiceUnavailable)
 	_, st = leaseLogin(t, tg2, nameA, 1)
-	wantStatus(t, "fenced after restart", st, pdu.LoginAuthorizationFailure)
+	wantLeaseStatus(t, "fenced after restart", st, pdu.LoginAuthorizationFailure)
 	// ...and the holder reconnects with its nexus.
 	b2, st := leaseLogin(t, tg2, nameB, 1)
 	if b2 == nil {
@@ -431,14 +433,18 @@ func TestLeasePersistsAcrossRestart(t *testing.T) {
 
 func TestLeaseGraceExpiresWithoutHolder(t *testing.T) {
 	dir := t.TempDir()
-	cfg := func(c *target.Config) { c.StateDir = dir; leaseTimers(c) }
+	cfg := func(c *target.Config) {
+		c.StateDir = dir
+		c.NOPInterval = time.Second // restart grace 2 s
+		c.NOPTimeout = time.Second
+	}
 	tg1 := targettest.Start(t, targettest.Options{Configure: cfg})
 	a, _ := leaseLogin(t, tg1, nameA, 1)
 	a.Close()
 	tg1.Server.Close()
 	tg2 := targettest.Start(t, targettest.Options{Configure: cfg})
 	_, st := leaseLogin(t, tg2, nameB, 1)
-	wantStatus(t, "in grace", st, pdu.LoginServiceUnavailable)
+	wantLeaseStatus(t, "in grace", st, pdu.LoginServiceUnavailable)
 	b, _ := loginUntil(t, tg2, nameB, 1, 500)
 	b.Close()
 	if li := leaseOf(t, tg2); li.Holder != nameB || li.Epoch != 2 || len(li.Fenced) != 1 {
@@ -466,14 +472,14 @@ func TestLeaseStateErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, st := leaseLogin(t, tg2, nameA, 1)
-	wantStatus(t, "unsaved lease", st, pdu.LoginTargetError)
+	wantLeaseStatus(t, "unsaved lease", st, pdu.LoginTargetError)
 	if li := leaseOf(t, tg2); li.Holder != "" || li.Counters.PersistErrors != 1 {
 		t.Fatalf("lease changed without being saved: %+v", li)
 	}
 }
 
 func TestLeaseSharedModeUnaffected(t *testing.T) {
-	tg := targettest.Start(t, targettest.Options{Configure: func(c *target.Config) { c.Access = target.AccessShared }})
+	tg := targettest.Start(t, targettest.Options{Configure: func(c *target.Config) { c.AccessMode = target.AccessShared }})
 	a, st := leaseLogin(t, tg, nameA, 1)
 	if a == nil {
 		t.Fatalf("A refused: 0x%04x", st)
@@ -532,7 +538,7 @@ func TestLeaseTakeoverWaitsForExecutingWrite(t *testing.T) {
 	time.Sleep(400 * time.Millisecond)
 	for i := 0; i < 2; i++ {
 		_, st := leaseLogin(t, tg, nameB, 1)
-		wantStatus(t, "takeover during an executing write", st, pdu.LoginServiceUnavailable)
+		wantLeaseStatus(t, "takeover during an executing write", st, pdu.LoginServiceUnavailable)
 		if fd.InFlight() != 1 {
 			t.Fatal("the hung write is no longer executing")
 		}

@@ -386,7 +386,7 @@ func (s *session) execute(t *task) {
 		if cmd.Dir == scsi.DirIn {
 			if n := min(t.edtl, cmd.XferLen); n > 0 {
 				charge := int64(bufpool.ClassSize(int(n)))
-				if !s.srv.budget.acquire(charge, t.Done()) {
+				if !s.srv.budget.try(charge) && !s.srv.budget.acquire(charge, t.Done()) {
 					// Aborted while waiting for buffer memory.
 					s.finish(t)
 					return

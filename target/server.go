@@ -33,8 +33,8 @@ type Node struct {
 	TPGT uint16
 	// Router executes SCSI commands for the node's LUNs.
 	Router *scsi.Router
-	// Access overrides Config.Access for this node when set.
-	Access AccessMode
+	// AccessMode overrides Config.AccessMode for this node when set.
+	AccessMode AccessMode
 	// MaxSessions bounds the normal sessions of this node (ietd's
 	// MaxSessions); further logins get Login Response 0x0302 (out of
 	// resources). 0 means no limit.
@@ -80,12 +80,17 @@ type Config struct {
 	// the seconds the initiator has to log out before the target drops the
 	// connection (RFC 7143 §11.9.1); default 0.
 	LogoutTime2Wait uint16
-	// Access is the nodes' access mode; default AccessSingleWriter (the
-	// single-writer lease, lease.go).
-	Access AccessMode
+	// AccessMode is the nodes' write-access mode; default
+	// AccessSingleWriter (the single-writer lease, lease.go).
+	AccessMode AccessMode
 	// StateDir is where the lease state (lease.json) is persisted; empty
 	// keeps it in memory only.
 	StateDir string
+	// Auth configures CHAP for normal and discovery sessions and the
+	// penalty for failed logins (auth.go); the zero value is AuthMethod=None.
+	Auth AuthConfig
+	// Access, when set, restricts which initiators may log in (acl.go).
+	Access *ACL
 	// Log receives the server's log; nil discards.
 	Log *logrus.Entry
 }
@@ -137,9 +142,10 @@ func (c *Config) setDefaults() {
 	if c.LoginTimeout <= 0 {
 		c.LoginTimeout = 15 * time.Second
 	}
-	if c.Access == "" {
-		c.Access = AccessSingleWriter
+	if c.AccessMode == "" {
+		c.AccessMode = AccessSingleWriter
 	}
+	c.Auth.setDefaults()
 	if c.Log == nil {
 		l := logrus.New()
 		l.Out = discard{}
@@ -184,6 +190,14 @@ func (c *Config) validate() error {
 	if c.CmdWindow > 1<<16 {
 		return fmt.Errorf("iscsi: CmdWindow %d too large", c.CmdWindow)
 	}
+	if err := c.Auth.validate(); err != nil {
+		return err
+	}
+	if c.Access != nil {
+		if err := c.Access.Validate(); err != nil {
+			return err
+		}
+	}
 	seen := map[string]bool{}
 	for _, n := range c.Nodes {
 		if n.Name == "" || n.Router == nil {
@@ -193,12 +207,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("iscsi: duplicate target name %q", n.Name)
 		}
 		seen[n.Name] = true
-		if n.Access != "" && n.Access != AccessSingleWriter && n.Access != AccessShared {
-			return fmt.Errorf("iscsi: node %s: unknown access mode %q", n.Name, n.Access)
+		if n.AccessMode != "" && n.AccessMode != AccessSingleWriter && n.AccessMode != AccessShared {
+			return fmt.Errorf("iscsi: node %s: unknown access mode %q", n.Name, n.AccessMode)
 		}
 	}
-	if c.Access != AccessSingleWriter && c.Access != AccessShared {
-		return fmt.Errorf("iscsi: unknown access mode %q", c.Access)
+	if c.AccessMode != AccessSingleWriter && c.AccessMode != AccessShared {
+		return fmt.Errorf("iscsi: unknown access mode %q", c.AccessMode)
 	}
 	for _, a := range c.Advertise {
 		if _, _, err := net.SplitHostPort(a); err != nil {
@@ -226,6 +240,7 @@ type Server struct {
 
 	sessions sessionTable
 	leases   *leaseManager
+	auth     *authState
 	nextID   atomic.Uint64
 	tasks    sync.Pool
 	budget   *budget
@@ -258,7 +273,11 @@ func NewServer(cfg Config) (*Server, error) {
 		budget:    newBudget(cfg.DataBufferBudget),
 	}
 	s.sessions.init()
+	s.auth = newAuthState(&s.cfg.Auth)
 	s.tasks.New = func() any { return new(task) }
+	for _, n := range cfg.Nodes {
+		n.Router.SetTaskAborter(s.preemptAborter(n)) // reservations.go
+	}
 	if s.leases, err = newLeaseManager(s); err != nil {
 		cancel()
 		return nil, err
