@@ -49,10 +49,14 @@ var (
 	descBufferBytes    = desc("data_buffer_bytes", "Data buffer memory in use.")
 	descBufferLimit    = desc("data_buffer_limit_bytes", "Size of the data buffer memory budget.")
 
-	descLeaseHeld      = desc("lease_held", "1 while an initiator holds the target's single-writer lease, else 0.", "target")
+	descLeaseHeld      = desc("lease_held", "1 while an initiator holds the target's single-writer lease, else 0 (always 0 in shared access mode).", "target")
+	descLeaseAlive     = desc("lease_holder_alive", "1 while the lease holder has a live session, else 0.", "target")
 	descLeaseEpoch     = desc("lease_epoch", "Epoch of the target's single-writer lease; it grows with every new holder.", "target")
 	descLeaseTakeovers = desc("lease_takeovers_total", "Takeovers of the target's single-writer lease by another initiator (the previous holder is fenced).", "target")
+	descLeaseBusy      = desc("lease_refused_logins_total", "Logins refused (target busy) while another initiator held the lease.", "target")
+	descLeasePersist   = desc("lease_persist_errors_total", "Lease changes refused because the lease state could not be written.", "target")
 	descFencedLogins   = desc("fenced_logins_total", "Logins refused because their I_T nexus was fenced.", "target")
+	descFencedNexuses  = desc("fenced_nexuses", "I_T nexuses fenced for good after lease takeovers.", "target")
 
 	descCommands     = desc("scsi_commands_total", "SCSI commands completed by the device server, by class (read, write, flush, unmap, other).", "target", "lun", "class")
 	descDuration     = desc("scsi_command_duration_seconds", "Time from a SCSI command's arrival at the device server to its status, data transfer included.", "target", "lun", "class")
@@ -91,8 +95,9 @@ func NewCollector(srv *target.Server, version string) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descBuildInfo, descConnections, descConnectionsAccepted, descSessions, descDiscoverySessions,
-		descLogins, descCHAPFailures, descCHAPSuccesses, descAuthRateLimited, descPanics, descLeaseHeld, descLeaseEpoch, descLeaseTakeovers,
-		descFencedLogins, descCommands, descDuration, descReadBytes, descWrittenBytes, descErrors,
+		descLogins, descCHAPFailures, descCHAPSuccesses, descAuthRateLimited, descPanics, descLeaseHeld, descLeaseAlive,
+		descLeaseEpoch, descLeaseTakeovers, descLeaseBusy, descLeasePersist, descFencedLogins, descFencedNexuses,
+		descCommands, descDuration, descReadBytes, descWrittenBytes, descErrors,
 		descConflicts, descPRRegs, descReserved, descBusy, descUnknownLUN, descCapacity, descConnsRefused, descSessRefused,
 		descBufferWaits, descBufferRefusals, descBufferBytes, descBufferLimit,
 	} {
@@ -137,9 +142,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, n := range st.Nodes {
 		gauge(descSessions, float64(n.Sessions), n.Name)
 		gauge(descLeaseHeld, b2f(n.LeaseHeld), n.Name)
+		gauge(descLeaseAlive, b2f(n.LeaseHolderAlive), n.Name)
 		gauge(descLeaseEpoch, float64(n.LeaseEpoch), n.Name)
 		counter(descLeaseTakeovers, n.LeaseTakeovers, n.Name)
+		counter(descLeaseBusy, n.LeaseRefusedBusy, n.Name)
+		counter(descLeasePersist, n.LeasePersistErrors, n.Name)
 		counter(descFencedLogins, n.FencedLogins, n.Name)
+		gauge(descFencedNexuses, float64(n.FencedNexuses), n.Name)
 		counter(descUnknownLUN, n.SCSI.UnknownLUN, n.Name)
 		for i := range n.SCSI.LUs {
 			c.collectLU(ch, n.Name, &n.SCSI.LUs[i])

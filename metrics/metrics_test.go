@@ -129,7 +129,11 @@ func TestCollectorValuesAndLint(t *testing.T) {
 		{"iscsi_target_logins_total", map[string]string{"result": "authentication_failed"}, 0},
 		{"iscsi_target_connections", nil, 1},
 		{"iscsi_target_chap_failures_total", nil, 0},
-		{"iscsi_target_lease_held", map[string]string{"target": tg.IQN}, 0},
+		{"iscsi_target_lease_held", map[string]string{"target": tg.IQN}, 1},
+		{"iscsi_target_lease_holder_alive", map[string]string{"target": tg.IQN}, 1},
+		{"iscsi_target_lease_epoch", map[string]string{"target": tg.IQN}, 1},
+		{"iscsi_target_lease_takeovers_total", map[string]string{"target": tg.IQN}, 0},
+		{"iscsi_target_fenced_nexuses", map[string]string{"target": tg.IQN}, 0},
 		{"iscsi_target_build_info", map[string]string{"version": "v-test"}, 1},
 	} {
 		if got := value(t, mfs, tc.name, tc.labels); got != tc.want {

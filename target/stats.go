@@ -2,7 +2,6 @@ package target
 
 import (
 	"errors"
-	"sync"
 	"sync/atomic"
 
 	"github.com/iscsi-target/iscsi-target/scsi"
@@ -10,22 +9,22 @@ import (
 )
 
 // Statistics of the iSCSI layer. Counters are atomics bumped where the
-// event happens (one-line hooks in conn.go, login.go and the CHAP, lease
-// and fencing code); Server.Stats copies them, with the gauges it can
-// compute (connections, sessions), into a Stats value that an exporter
-// reads at scrape time. The target package knows nothing about Prometheus.
+// event happens (one-line hooks in conn.go, login.go, tx.go, scsicmd.go
+// and auth.go); Server.Stats copies them, with what the other parts keep
+// for themselves (AuthStats, LimitStats, the lease manager's counters and
+// the device server's Router.Stats) and the gauges it can compute
+// (connections, sessions), into a Stats value that an exporter reads at
+// scrape time. The target package knows nothing about Prometheus.
 //
-// Counter contract for code that records events (see the field comments):
+// The recording hooks:
 //
-//	s.stats.login(status)                         final Login Response sent
-//	c.loginEnded(err)                             login phase over (counts "aborted")
-//	s.stats.chapFailure()                         a CHAP response did not verify
-//	s.stats.leaseChanged(target, held, epoch)     lease acquired, released or taken over
-//	s.stats.leaseTakeover(target)                 the lease moved to another initiator
-//	s.stats.fencedLogin(target)                   a login refused because its nexus is fenced
+//	s.stats.login(status)   final Login Response sent (login.go)
+//	c.loginEnded(err)       login phase over without one (conn.go: "aborted")
+//	s.stats.chapFailure()   a CHAP exchange failed (auth.go)
+//	s.stats.panics.Add(1)   a recovered panic (conn.go, tx.go, scsicmd.go)
 //
-// target is always a configured node name (Node.Name), never a name an
-// initiator sent that matched nothing: labels must stay bounded.
+// Per-target values are reported for configured nodes only, never for a
+// name an initiator sent that matched nothing: labels must stay bounded.
 
 // LoginResult classifies how a login ended, from its final status (RFC
 // 7143 §11.13.5).
@@ -86,32 +85,6 @@ type serverStats struct {
 	logins       [NumLoginResults]atomic.Uint64
 	chapFailures atomic.Uint64
 	panics       atomic.Uint64
-
-	mu    sync.Mutex
-	nodes map[string]*nodeCounters // by Node.Name; bounded by the configuration
-}
-
-// nodeCounters are the per-target counters and gauges.
-type nodeCounters struct {
-	leaseHeld      atomic.Bool
-	leaseEpoch     atomic.Uint64
-	leaseTakeovers atomic.Uint64
-	fencedLogins   atomic.Uint64
-}
-
-// node returns the counters of the target called name, creating them.
-func (st *serverStats) node(name string) *nodeCounters {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.nodes == nil {
-		st.nodes = make(map[string]*nodeCounters)
-	}
-	n := st.nodes[name]
-	if n == nil {
-		n = new(nodeCounters)
-		st.nodes[name] = n
-	}
-	return n
 }
 
 // login counts a login that ended with a final Login Response of status.
@@ -129,21 +102,6 @@ func (c *conn) loginEnded(err error) {
 
 // chapFailure counts a CHAP exchange that failed (auth.go chapStep).
 func (st *serverStats) chapFailure() { st.chapFailures.Add(1) }
-
-// leaseChanged records the single-writer lease state of target: whether an
-// initiator holds it and the lease epoch.
-func (st *serverStats) leaseChanged(target string, held bool, epoch uint64) {
-	n := st.node(target)
-	n.leaseHeld.Store(held)
-	n.leaseEpoch.Store(epoch)
-}
-
-// leaseTakeover counts a takeover of target's lease by another initiator.
-func (st *serverStats) leaseTakeover(target string) { st.node(target).leaseTakeovers.Add(1) }
-
-// fencedLogin counts a login to target refused because its I_T nexus was
-// fenced.
-func (st *serverStats) fencedLogin(target string) { st.node(target).fencedLogins.Add(1) }
 
 // Stats is a snapshot of a Server's counters and gauges (Server.Stats).
 type Stats struct {
@@ -181,14 +139,26 @@ type NodeStats struct {
 	Name string
 	// Sessions is the number of normal sessions logged in to the target.
 	Sessions int
-	// LeaseHeld reports whether an initiator holds the single-writer lease.
-	LeaseHeld bool
+	// SingleWriter reports the single-writer access mode (the lease
+	// fields below are meaningful only then).
+	SingleWriter bool
+	// LeaseHeld reports whether an initiator holds the single-writer lease,
+	// LeaseHolderAlive whether it has a live session.
+	LeaseHeld, LeaseHolderAlive bool
 	// LeaseEpoch is the lease epoch (it grows with every new holder).
 	LeaseEpoch uint64
 	// LeaseTakeovers counts takeovers of the lease by another initiator.
 	LeaseTakeovers uint64
-	// FencedLogins counts logins refused because their nexus is fenced.
-	FencedLogins uint64
+	// LeaseRefusedBusy counts logins refused (0x0301) while another
+	// initiator held the lease.
+	LeaseRefusedBusy uint64
+	// LeasePersistErrors counts lease changes refused because the state
+	// could not be written.
+	LeasePersistErrors uint64
+	// FencedLogins counts logins refused because their nexus is fenced;
+	// FencedNexuses is the number of nexuses fenced for good.
+	FencedLogins  uint64
+	FencedNexuses int
 	// SCSI is the device server's statistics (per LU).
 	SCSI scsi.RouterStats
 }
@@ -222,16 +192,16 @@ func (s *Server) Stats() Stats {
 
 	st.Nodes = make([]NodeStats, 0, len(nodes))
 	for _, n := range nodes {
-		nc := s.stats.node(n.Name)
-		st.Nodes = append(st.Nodes, NodeStats{
-			Name:           n.Name,
-			Sessions:       perNode[n.Name],
-			LeaseHeld:      nc.leaseHeld.Load(),
-			LeaseEpoch:     nc.leaseEpoch.Load(),
-			LeaseTakeovers: nc.leaseTakeovers.Load(),
-			FencedLogins:   nc.fencedLogins.Load(),
-			SCSI:           n.Router.Stats(),
-		})
+		ns := NodeStats{Name: n.Name, Sessions: perNode[n.Name], SCSI: n.Router.Stats()}
+		if s.leases != nil {
+			li := s.leases.info(n)
+			ns.SingleWriter = li.Access == AccessSingleWriter
+			ns.LeaseHeld, ns.LeaseHolderAlive, ns.LeaseEpoch = li.Holder != "", li.HolderAlive, li.Epoch
+			ns.LeaseTakeovers, ns.LeaseRefusedBusy = li.Counters.Takeovers, li.Counters.RefusedBusy
+			ns.LeasePersistErrors = li.Counters.PersistErrors
+			ns.FencedLogins, ns.FencedNexuses = li.Counters.RefusedFenced, len(li.Fenced)
+		}
+		st.Nodes = append(st.Nodes, ns)
 	}
 	return st
 }

@@ -39,34 +39,26 @@ func TestLoginResultOf(t *testing.T) {
 	}
 }
 
-// TestStatsContract exercises the recording functions the CHAP, lease and
-// fencing code call, through Stats.
-func TestStatsContract(t *testing.T) {
+// TestStatsCHAPHookAndLeaseDefaults: chapFailure reaches Stats, and a
+// fresh single-writer target reports a free lease.
+func TestStatsCHAPHookAndLeaseDefaults(t *testing.T) {
 	s, err := NewServer(Config{Nodes: []*Node{{Name: "iqn.2026-11.test:a", Router: newTestRouter(t)},
-		{Name: "iqn.2026-11.test:b", Router: newTestRouter(t)}}})
+		{Name: "iqn.2026-11.test:b", Router: newTestRouter(t), AccessMode: AccessShared}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.stats.chapFailure()
 	s.stats.chapFailure()
-	s.stats.leaseChanged("iqn.2026-11.test:b", true, 7)
-	s.stats.leaseTakeover("iqn.2026-11.test:b")
-	s.stats.fencedLogin("iqn.2026-11.test:b")
-	s.stats.fencedLogin("iqn.2026-11.test:b")
 	st := s.Stats()
 	if st.CHAPFailures != 2 {
 		t.Errorf("CHAP failures %d, want 2", st.CHAPFailures)
 	}
 	a, b := st.Nodes[0], st.Nodes[1]
-	if a.LeaseHeld || a.LeaseEpoch != 0 || a.LeaseTakeovers != 0 || a.FencedLogins != 0 {
+	if !a.SingleWriter || a.LeaseHeld || a.LeaseEpoch != 0 || a.LeaseTakeovers != 0 || a.FencedNexuses != 0 {
 		t.Errorf("target a: %+v", a)
 	}
-	if !b.LeaseHeld || b.LeaseEpoch != 7 || b.LeaseTakeovers != 1 || b.FencedLogins != 2 {
-		t.Errorf("target b: %+v", b)
-	}
-	s.stats.leaseChanged("iqn.2026-11.test:b", false, 7)
-	if s.Stats().Nodes[1].LeaseHeld {
-		t.Error("lease still held after release")
+	if b.SingleWriter {
+		t.Errorf("target b is shared: %+v", b)
 	}
 }
 

@@ -46,6 +46,7 @@ func newApp() *cli.App {
 			serveCommand(),
 			sessionsCommand(),
 			healthCommand(),
+			leaseCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",
