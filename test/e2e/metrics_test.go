@@ -249,6 +249,36 @@ func TestDaemonMetrics(t *testing.T) {
 		}
 	}
 
+	// The single-writer lease: libiscsi's initiator holds it (no live
+	// session now); another initiator name takes it over.
+	tgtLabel := []string{"target", iqn}
+	if v := s3[sample("iscsi_target_lease_held", tgtLabel...)]; v != 1 {
+		t.Errorf("lease_held %v after libiscsi's sessions, want 1", v)
+	}
+	if v := s3[sample("iscsi_target_lease_holder_alive", tgtLabel...)]; v != 0 {
+		t.Errorf("lease_holder_alive %v with no session, want 0", v)
+	}
+	other := exec.CommandContext(ctx, "iscsi-inq", "-i", "iqn.2026-11.test:e2e-metrics-other",
+		fmt.Sprintf("iscsi://%s/%s/0", tg.Portal, iqn))
+	harness.Bound(other, 5*time.Second)
+	if out, err := other.CombinedOutput(); err != nil {
+		t.Fatalf("iscsi-inq as another initiator: %v\n%s", err, out)
+	}
+	waitFor(t, "the session to end", func() bool {
+		s, _ := scrape(t, addr)
+		return s[sample("iscsi_target_sessions", tgtLabel...)] == 0
+	})
+	s4, _ := scrape(t, addr)
+	if d := delta(t, s3, s4, sample("iscsi_target_lease_takeovers_total", tgtLabel...)); d != 1 {
+		t.Errorf("lease takeovers grew by %v, want 1", d)
+	}
+	if d := delta(t, s3, s4, sample("iscsi_target_lease_epoch", tgtLabel...)); d != 1 {
+		t.Errorf("lease epoch grew by %v, want 1", d)
+	}
+	if v := s4[sample("iscsi_target_fenced_nexuses", tgtLabel...)]; v < 1 {
+		t.Errorf("fenced_nexuses %v after a takeover, want at least 1", v)
+	}
+
 	// Shutdown: /readyz turns 503 while sessions drain. A session that
 	// stays logged in holds the drain open long enough to see it.
 	c := rawLogin(t, tg.Portal, iqn, 3)
