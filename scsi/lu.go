@@ -128,7 +128,9 @@ type LU struct {
 	nexus map[NexusKey]*nexusState
 	saved modeValues
 
-	cawMu     sync.Mutex // serialises COMPARE AND WRITE and ORWRITE
+	ranges    rangeLock // orders atomic commands against other writes (rangelock.go)
+	san       sanitizeState
+	copies    copyManager // EXTENDED COPY results (xcopy.go)
 	zeroOnce  sync.Once
 	zeros     []byte
 	blockPool sync.Pool // *[]byte of one logical block
@@ -265,6 +267,7 @@ func (lu *LU) Capacity() uint64 { return lu.capacity.Load() }
 
 // Close flushes the device, then closes it.
 func (lu *LU) Close() error {
+	lu.san.stop()
 	ferr := lu.dev.Flush(context.Background())
 	if ferr != nil {
 		ferr = fmt.Errorf("scsi: LUN %d: flush: %w", lu.id, ferr)
@@ -498,6 +501,7 @@ func (lu *LU) dropNexus(n *Nexus) {
 	}
 	lu.uaCount.Add(-int32(ns.nua))
 	delete(lu.nexus, n.Key)
+	lu.copies.forget(n.Key)
 }
 
 // prevented reports whether any nexus prevents medium removal. lu.mu must

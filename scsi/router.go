@@ -142,6 +142,9 @@ func (r *Router) precheck(lu *LU, e *opEntry, c *Command) error {
 				return Sense{Key: KeyUnitAttention, ASC: asc}
 			}
 		}
+		if err := lu.sanitizeCheck(e, c); err != nil {
+			return err
+		}
 		if e.flags&flagMedium != 0 && lu.ejected.Load() {
 			return ErrMediumNotPresent
 		}
@@ -155,6 +158,9 @@ func (r *Router) precheck(lu *LU, e *opEntry, c *Command) error {
 		}
 	}
 	if !e.supportedOn(lu) {
+		if e.hasSA() {
+			return invalidCDB(1, 4) // the opcode exists, this service action not here
+		}
 		return ErrInvalidOpcode
 	}
 	return e.plan(lu, c)
