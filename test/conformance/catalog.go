@@ -98,8 +98,14 @@ var bestKind = map[string]harness.LUNKind{
 	// zeros without writing it first (its loop runs to i <= 256): run
 	// ExtendedCopy on the thin LUN so that the plain LUN keeps what the
 	// later suites expect. Coverage is the same on either LUN.
-	"ExtendedCopy":  harness.KindThin,
-	"GetLBAStatus":  harness.KindThin,
+	"ExtendedCopy": harness.KindThin,
+	// GetLBAStatus.UnmapSingle (libiscsi 1.19) requests the status at
+	// LBA i+1 and expects the first descriptor at LBA i+LBPPB, while SBC-4
+	// §5.8.2.3 requires it at the requested LBA: the two agree only when
+	// LBPPB is 1, hence the thin LU with 4096-byte blocks (a peer without
+	// one uses its thin LU). The other thin suites need LBPPB > 1 (their
+	// unaligned and InvalidDataOutSize tests skip otherwise).
+	"GetLBAStatus":  harness.KindThin4K,
 	"Inquiry":       harness.KindThin, // BlockLimits checks the UNMAP fields only with LBPME=1
 	"Sanitize":      harness.KindThin,
 	"Unmap":         harness.KindThin,

@@ -21,12 +21,13 @@ type OursLUN struct {
 
 // ConformanceLUNs is the layout used to compare our daemon with tgt: the
 // plain LUN at tgt's size, and one 64 MiB LUN per special kind. LUNs are
-// numbered in this order (0-3).
+// numbered in this order (0-4).
 var ConformanceLUNs = []OursLUN{
 	{KindPlain, 512 << 20, ""},
 	{KindRO, 64 << 20, "ro"},
 	{KindRMB, 64 << 20, "removable"},
 	{KindThin, 64 << 20, "thin"},
+	{KindThin4K, 64 << 20, "thin,blocksize=4096"},
 }
 
 // OursIQN is the target name of our daemon in the conformance layout.
