@@ -68,6 +68,10 @@ type LUConfig struct {
 	// identification strings, printable ASCII; defaults "ISCSITGT",
 	// "VIRTUAL-DISK", "0001".
 	Vendor, Product, Revision string
+	// SanitizeRate, when positive, caps SANITIZE OVERWRITE at this many
+	// bytes per second so that a background sanitize leaves bandwidth to
+	// the other LUs on the same disk. 0 means no cap.
+	SanitizeRate int64
 	// StatePath is the file holding saved mode page values (WCE, D_SENSE,
 	// SWP). Empty means mode pages cannot be saved. NewLU loads it.
 	StatePath string
@@ -130,6 +134,7 @@ type LU struct {
 
 	ranges    rangeLock // orders atomic commands against other writes (rangelock.go)
 	san       sanitizeState
+	sanRate   int64       // SANITIZE OVERWRITE bytes per second, 0 = no cap
 	copies    copyManager // EXTENDED COPY results (xcopy.go)
 	zeroOnce  sync.Once
 	zeros     []byte
@@ -173,6 +178,7 @@ func NewLU(cfg LUConfig) (*LU, error) {
 		removable:  cfg.Removable,
 		rotational: info.Rotational,
 		statePath:  cfg.StatePath,
+		sanRate:    max(cfg.SanitizeRate, 0),
 		nexus:      make(map[NexusKey]*nexusState),
 	}
 	lu.capacity.Store(uint64(info.Size) >> lu.bsShift)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/iscsi-target/iscsi-target/backstore"
 )
@@ -203,21 +204,25 @@ func execSanitize(ctx context.Context, lu *LU, c *Command) error {
 		lu.log.Info("sanitize completed")
 		return nil
 	}
+	// The operation runs on its own: ABORT TASK, resets and the loss of
+	// the nexus end the command (when IMMED is zero) but not the
+	// sanitize, which only the LU closing stops.
 	bg := lu.san.background()
+	done := make(chan error, 1)
+	lu.san.wg.Add(1)
+	go func() {
+		defer lu.san.wg.Done()
+		done <- run(bg)
+	}()
 	if q.Immed {
-		lu.san.wg.Add(1)
-		go func() {
-			defer lu.san.wg.Done()
-			_ = run(bg)
-		}()
 		return nil
 	}
-	// Not abortable, but the LU closing stops it.
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	stop := context.AfterFunc(bg, cancel)
-	defer stop()
-	return run(rctx)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ErrCommandAborted
+	}
 }
 
 // sanitizeOverwrite writes the pattern, repeated from the start of every
@@ -231,6 +236,7 @@ func (lu *LU) sanitizeOverwrite(ctx context.Context, c *Command, ow overwritePar
 	chunk := *cp
 	capacity := lu.capacity.Load()
 	total := uint64(ow.count) * capacity
+	start, written := time.Now(), uint64(0)
 	for pass := 0; pass < ow.count; pass++ {
 		blk := chunk[:lu.bs]
 		for i := 0; i < len(blk); i += len(ow.pattern) {
@@ -246,14 +252,15 @@ func (lu *LU) sanitizeOverwrite(ctx context.Context, c *Command, ow overwritePar
 		}
 		per := uint64(len(chunk)) >> lu.bsShift
 		for done := uint64(0); done < capacity; {
-			if ctx.Err() != nil {
-				return ctx.Err()
+			if err := lu.sanitizeThrottle(ctx, start, written); err != nil {
+				return err
 			}
 			k := min(per, capacity-done)
 			if err := lu.dev.WriteAt(ctx, chunk[:k<<lu.bsShift], int64(done<<lu.bsShift), 0); err != nil {
 				return lu.ioError(c, err, ioWrite, done, true)
 			}
 			done += k
+			written += k << lu.bsShift
 			lu.san.progress.Store(uint32((uint64(pass)*capacity + done) * 65535 / total))
 		}
 		if err := lu.flush(ctx, c); err != nil {
@@ -261,6 +268,30 @@ func (lu *LU) sanitizeOverwrite(ctx context.Context, c *Command, ow overwritePar
 		}
 	}
 	return nil
+}
+
+// sanitizeThrottle waits until writing more keeps the overwrite at or
+// below the LU's SanitizeRate.
+func (lu *LU) sanitizeThrottle(ctx context.Context, start time.Time, written uint64) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if lu.sanRate <= 0 {
+		return nil
+	}
+	due := start.Add(time.Duration(float64(written) / float64(lu.sanRate) * float64(time.Second)))
+	wait := time.Until(due)
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // sanitizeBlockErase deallocates every block of a thin LU. Unmapped

@@ -161,7 +161,8 @@ type scheduler struct {
 	seq         uint64
 	work        chan *task
 	workers     int
-	idle        int
+	idle        int // waiting workers no queued task has claimed
+	unclaimed   int // queued tasks no worker has claimed (all busy)
 	maxWorkers  int
 	stopped     bool
 }
@@ -233,9 +234,18 @@ func (q *scheduler) start(t *task) {
 	}
 	t.state = stateRunning
 	q.work <- t
-	if q.idle == 0 && q.workers < q.maxWorkers && !q.stopped {
+	// idle counts waiting workers not yet claimed by a queued task: claim
+	// one, or start a worker. Counting a worker idle until it has taken
+	// the lock after receiving would let a second task queue behind a
+	// long-running first one (SANITIZE) while a worker could be started.
+	switch {
+	case q.idle > 0:
+		q.idle--
+	case q.workers < q.maxWorkers:
 		q.workers++
 		go q.worker()
+	default:
+		q.unclaimed++ // the next worker to finish takes it
 	}
 }
 
@@ -277,26 +287,29 @@ func (q *scheduler) stop() {
 }
 
 // worker executes tasks until the session ends or it has been idle for
-// workerIdle.
+// workerIdle. It starts claimed by the task that started it, and counts
+// itself idle again after each task (start claims it back).
 func (q *scheduler) worker() {
 	s := q.s
 	timer := time.NewTimer(workerIdle)
 	defer timer.Stop()
 	for {
-		s.mu.Lock()
-		q.idle++
-		s.mu.Unlock()
 		select {
 		case t, ok := <-q.work:
-			s.mu.Lock()
-			q.idle--
 			if !ok {
+				s.mu.Lock()
 				q.workers--
 				s.mu.Unlock()
 				return
 			}
-			s.mu.Unlock()
 			s.execute(t)
+			s.mu.Lock()
+			if q.unclaimed > 0 {
+				q.unclaimed-- // stay claimed by a queued task
+			} else {
+				q.idle++
+			}
+			s.mu.Unlock()
 			if !timer.Stop() {
 				select {
 				case <-timer.C:
@@ -306,8 +319,9 @@ func (q *scheduler) worker() {
 			timer.Reset(workerIdle)
 		case <-timer.C:
 			s.mu.Lock()
-			q.idle--
-			if len(q.work) == 0 {
+			if q.idle > 0 && !q.stopped {
+				// Unclaimed: leave. A claimed worker stays for its task.
+				q.idle--
 				q.workers--
 				s.mu.Unlock()
 				return

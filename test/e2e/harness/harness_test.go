@@ -20,7 +20,7 @@ func TestLUNSpecs(t *testing.T) {
 		filepath.Join(dir, "lun0-plain.img") + ",size=512MiB",
 		filepath.Join(dir, "lun1-ro.img") + ",size=64MiB,ro",
 		filepath.Join(dir, "lun2-rmb.img") + ",size=64MiB,removable",
-		filepath.Join(dir, "lun3-thin.img") + ",size=64MiB,thin",
+		filepath.Join(dir, "lun3-thin.img") + ",size=64MiB,thin,sanitize-rate=8MiB",
 		filepath.Join(dir, "lun4-thin4k.img") + ",size=64MiB,thin,blocksize=4096",
 	}
 	if strings.Join(specs, " ") != strings.Join(want, " ") {
