@@ -75,6 +75,10 @@ type LUConfig struct {
 	// StatePath is the file holding saved mode page values (WCE, D_SENSE,
 	// SWP). Empty means mode pages cannot be saved. NewLU loads it.
 	StatePath string
+	// PRStatePath is the file holding persistent reservations activated
+	// with APTPL (pr_state.go). Empty means APTPL is not supported
+	// (PTPL_C 0). NewLU restores it and fails on a corrupt file.
+	PRStatePath string
 	// Log receives the LU's messages; nil discards them.
 	Log *logrus.Entry
 }
@@ -131,6 +135,8 @@ type LU struct {
 	mu    sync.Mutex // guards nexus and saved; serialises MODE SELECT
 	nexus map[NexusKey]*nexusState
 	saved modeValues
+
+	pr prUnit // persistent and SPC-2 reservations (pr.go)
 
 	ranges    rangeLock // orders atomic commands against other writes (rangelock.go)
 	san       sanitizeState
@@ -227,6 +233,9 @@ func NewLU(cfg LUConfig) (*LU, error) {
 		}
 	}
 	lu.setCurrent(lu.saved)
+	if err := lu.initPR(cfg.PRStatePath); err != nil {
+		return nil, fmt.Errorf("scsi: LUN %d: %w", cfg.ID, err)
+	}
 	lu.blockPool.New = func() any { b := alignedBuf(int(lu.bs)); return &b }
 	lu.chunkPool.New = func() any { b := alignedBuf(chunkBytes); return &b }
 	return lu, nil
@@ -337,6 +346,11 @@ func (lu *LU) wp(n *Nexus) bool { return lu.readOnly || lu.swp.Load() || (n != n
 // ioError turns a backstore error into sense data through
 // senseFromDevice and logs our own failures at Error level.
 func (lu *LU) ioError(c *Command, err error, op ioOp, lba uint64, hasLBA bool) error {
+	if off, ok := backstore.FailedAt(err); ok && hasLBA && uint64(off)>>lu.bsShift >= lba {
+		// The device knows which block failed: report that one, not the
+		// first block of the command (SBC-4 §4.18.1, INFORMATION field).
+		lba = uint64(off) >> lu.bsShift
+	}
 	s, serious := senseFromDevice(err, op, lba, hasLBA)
 	if serious {
 		lu.log.WithFields(logrus.Fields{"op": OpCode(c.CDB[0]).String(), "itt": c.Tag, "lba": lba}).
@@ -497,17 +511,21 @@ func (lu *LU) addNexus(n *Nexus) {
 }
 
 // dropNexus forgets nexus n, its unit attentions and its PREVENT state,
-// unless another nexus with the same key replaced it meanwhile.
-func (lu *LU) dropNexus(n *Nexus) {
+// unless another nexus with the same key replaced it meanwhile (then it
+// returns false).
+func (lu *LU) dropNexus(n *Nexus) bool {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	ns := lu.nexus[n.Key]
-	if ns == nil || (ns.owner != nil && ns.owner != n) {
-		return
+	if ns != nil && ns.owner != nil && ns.owner != n {
+		return false
 	}
-	lu.uaCount.Add(-int32(ns.nua))
-	delete(lu.nexus, n.Key)
+	if ns != nil {
+		lu.uaCount.Add(-int32(ns.nua))
+		delete(lu.nexus, n.Key)
+	}
 	lu.copies.forget(n.Key)
+	return true
 }
 
 // prevented reports whether any nexus prevents medium removal. lu.mu must
@@ -532,4 +550,5 @@ func (lu *LU) reset(asc ASC) {
 	}
 	lu.setCurrent(lu.saved)
 	lu.mu.Unlock()
+	lu.prReset()
 }

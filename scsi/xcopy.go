@@ -413,13 +413,6 @@ func (m *copyManager) forget(n NexusKey) {
 	m.order = kept
 }
 
-func nexusKeyOf(n *Nexus) NexusKey {
-	if n == nil {
-		return NexusKey{}
-	}
-	return n.Key
-}
-
 // --- RECEIVE COPY RESULTS ---
 
 func planReceiveCopy(_ *LU, c *Command) error {

@@ -58,8 +58,9 @@ type task struct {
 	seq       uint64 // delivery order within the session
 	lunEpoch  uint64 // node reset epoch of the LUN at delivery
 
-	buf  *[]byte // from the server's buffer pool
-	data []byte  // the part of buf in use
+	buf    *[]byte // from the server's buffer pool
+	data   []byte  // the part of buf in use
+	charge int64   // bytes of the server's data budget held for buf
 
 	// Data-Out reception, owned by the receiver.
 	want        uint32 // Data-Out bytes kept (min of SCSI length and EDTL)
@@ -78,8 +79,9 @@ type task struct {
 	prev, next *task
 	aborted    atomic.Uint32
 
-	doneMu sync.Mutex
-	doneCh chan struct{}
+	doneMu     sync.Mutex
+	doneCh     chan struct{}
+	doneClosed bool // doneCh has been closed
 }
 
 // reset prepares a pooled task for a new command.
@@ -98,7 +100,10 @@ func (t *task) Done() <-chan struct{} {
 	if t.doneCh == nil {
 		t.doneCh = make(chan struct{})
 		if t.aborted.Load() != notAborted {
+			// abort may not have reached its close yet: it sees
+			// doneClosed and leaves the channel alone.
 			close(t.doneCh)
+			t.doneClosed = true
 		}
 	}
 	return t.doneCh
@@ -122,8 +127,9 @@ func (t *task) abort(how uint32) {
 		return
 	}
 	t.doneMu.Lock()
-	if t.doneCh != nil {
+	if t.doneCh != nil && !t.doneClosed {
 		close(t.doneCh)
+		t.doneClosed = true
 	}
 	t.doneMu.Unlock()
 }
@@ -134,6 +140,10 @@ func (t *task) releaseBuf() {
 		t.sess.srv.bufs.Put(t.buf)
 		t.buf = nil
 		t.data = nil
+	}
+	if t.charge != 0 {
+		t.sess.srv.budget.release(t.charge)
+		t.charge = 0
 	}
 }
 
@@ -161,8 +171,8 @@ type scheduler struct {
 	seq         uint64
 	work        chan *task
 	workers     int
-	idle        int // waiting workers no queued task has claimed
-	unclaimed   int // queued tasks no worker has claimed (all busy)
+	idle        int
+	pending     int // tasks sent to work and not yet taken by a worker
 	maxWorkers  int
 	stopped     bool
 }
@@ -234,18 +244,13 @@ func (q *scheduler) start(t *task) {
 	}
 	t.state = stateRunning
 	q.work <- t
-	// idle counts waiting workers not yet claimed by a queued task: claim
-	// one, or start a worker. Counting a worker idle until it has taken
-	// the lock after receiving would let a second task queue behind a
-	// long-running first one (SANITIZE) while a worker could be started.
-	switch {
-	case q.idle > 0:
-		q.idle--
-	case q.workers < q.maxWorkers:
+	q.pending++
+	// A worker that has taken a task from the channel but not yet
+	// counted it is still in both pending and idle, so pending > idle
+	// means some task has no worker waiting for it.
+	if q.pending > q.idle && q.workers < q.maxWorkers && !q.stopped {
 		q.workers++
 		go q.worker()
-	default:
-		q.unclaimed++ // the next worker to finish takes it
 	}
 }
 
@@ -287,29 +292,29 @@ func (q *scheduler) stop() {
 }
 
 // worker executes tasks until the session ends or it has been idle for
-// workerIdle. It starts claimed by the task that started it, and counts
-// itself idle again after each task (start claims it back).
+// workerIdle.
 func (q *scheduler) worker() {
 	s := q.s
 	timer := time.NewTimer(workerIdle)
 	defer timer.Stop()
 	for {
+		s.mu.Lock()
+		q.idle++
+		s.mu.Unlock()
 		select {
 		case t, ok := <-q.work:
+			s.mu.Lock()
+			q.idle--
+			if ok {
+				q.pending--
+			}
 			if !ok {
-				s.mu.Lock()
 				q.workers--
 				s.mu.Unlock()
 				return
 			}
-			s.execute(t)
-			s.mu.Lock()
-			if q.unclaimed > 0 {
-				q.unclaimed-- // stay claimed by a queued task
-			} else {
-				q.idle++
-			}
 			s.mu.Unlock()
+			s.execute(t)
 			if !timer.Stop() {
 				select {
 				case <-timer.C:
@@ -319,9 +324,8 @@ func (q *scheduler) worker() {
 			timer.Reset(workerIdle)
 		case <-timer.C:
 			s.mu.Lock()
-			if q.idle > 0 && !q.stopped {
-				// Unclaimed: leave. A claimed worker stays for its task.
-				q.idle--
+			q.idle--
+			if len(q.work) == 0 {
 				q.workers--
 				s.mu.Unlock()
 				return

@@ -34,7 +34,7 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
   A missing PATH with size= is created as a sparse file. PATH may be a block device.
   SIZE accepts bytes or units: 512MiB, 4GiB, 1TB. Without --lun, a 1 GiB sparse
   file default-lun0.img is created in the state directory.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "listen", Usage: "`HOST:PORT` to listen on (repeatable)", Value: cli.NewStringSlice("0.0.0.0:3260")},
 			&cli.StringSliceFlag{Name: "advertise", Usage: "portal `HOST:PORT` returned by SendTargets (repeatable; default: the local address of the connection)"},
 			&cli.StringFlag{Name: "iqn", Usage: "target `NAME` (default iqn.2026-11.io.iscsi-target:<hostname>)"},
@@ -45,9 +45,13 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
 			&cli.DurationFlag{Name: "nop-timeout", Value: 10 * time.Second, Usage: "declare a connection dead when a ping is not answered in this time"},
 			&cli.StringFlag{Name: "admin-socket", Usage: "`PATH` of the admin socket used by the sessions and lease commands (default STATE-DIR/admin.sock; \"none\" disables it)"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long SIGTERM waits for initiators to log out"},
+			&cli.IntFlag{Name: "max-connections", Value: 1024, Usage: "connections open at once, all initiators together"},
+			&cli.IntFlag{Name: "max-connections-per-source", Value: 64, Usage: "connections open at once from one IP address"},
+			&cli.IntFlag{Name: "max-sessions", Usage: "normal sessions of the target (0: no limit)"},
+			&cli.StringFlag{Name: "data-buffer-budget", Value: "256MiB", Usage: "`SIZE` of memory for command data buffers; commands beyond it wait"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn, error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT`: text or json"},
-		},
+		}, authFlags()...),
 		Action: serve,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return &exitError{code: exitUsage, err: err}
@@ -108,6 +112,11 @@ type serveConfig struct {
 	nopIntv   time.Duration
 	nopTmo    time.Duration
 	shutdown  time.Duration
+	maxConns  int
+	maxPerSrc int
+	maxSess   int
+	budget    int64
+	auth      *authSettings
 }
 
 func parseServe(c *cli.Context) (*serveConfig, error) {
@@ -120,6 +129,10 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 		nopIntv:   c.Duration("nop-interval"),
 		nopTmo:    c.Duration("nop-timeout"),
 		shutdown:  c.Duration("shutdown-timeout"),
+	}
+	var err error
+	if sc.auth, err = parseAuth(c, os.Getenv); err != nil {
+		return nil, err
 	}
 	if c.NArg() > 0 {
 		return nil, usageError("unexpected arguments %q (LUNs are given with --lun)", c.Args().Slice())
@@ -158,6 +171,15 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 	default:
 		return nil, usageError("--access %q: want single-writer or shared", sc.access)
 	}
+	sc.maxConns, sc.maxPerSrc, sc.maxSess = c.Int("max-connections"), c.Int("max-connections-per-source"), c.Int("max-sessions")
+	if sc.maxConns < 1 || sc.maxPerSrc < 1 || sc.maxSess < 0 {
+		return nil, usageError("--max-connections and --max-connections-per-source must be >= 1, --max-sessions >= 0")
+	}
+	b, err := parseSize(c.String("data-buffer-budget"))
+	if err != nil || b < 1<<20 {
+		return nil, usageError("--data-buffer-budget %q: want a size of at least 1MiB", c.String("data-buffer-budget"))
+	}
+	sc.budget = b
 	if sc.nopIntv < 0 || sc.nopTmo <= 0 {
 		return nil, usageError("--nop-interval must be >= 0 and --nop-timeout > 0")
 	}
@@ -227,12 +249,18 @@ func serve(c *cli.Context) error {
 		return &exitError{code: exitUsage, err: err}
 	}
 	srv, err := target.NewServer(target.Config{
-		Nodes:       []*target.Node{{Name: sc.iqn, Router: router}},
+		Nodes:       []*target.Node{{Name: sc.iqn, Router: router, MaxSessions: sc.maxSess}},
 		Advertise:   sc.advertise,
 		NOPInterval: nopInterval(sc.nopIntv),
 		NOPTimeout:  sc.nopTmo,
+		// Resource limits (hostile or broken peers).
+		MaxConnections:          sc.maxConns,
+		MaxConnectionsPerSource: sc.maxPerSrc,
+		DataBufferBudget:        sc.budget,
 		// The logout request tells initiators how long they have.
 		LogoutTime2Wait: uint16(min(sc.shutdown/time.Second, 3600)),
+		Auth:            sc.auth.cfg,
+		Access:          sc.auth.acl,
 		Log:             log,
 	})
 	if err != nil {
@@ -279,6 +307,7 @@ func serve(c *cli.Context) error {
 		log.WithFields(logrus.Fields{"lun": s.ID, "path": s.Path, "ro": s.ReadOnly, "thin": s.Thin,
 			"removable": s.Removable}).Info("LUN ready")
 	}
+	logAuth(log, sc.auth)
 	log.WithFields(logrus.Fields{"target": sc.iqn, "access": sc.access, "version": version}).Info("serving")
 
 	sigs := make(chan os.Signal, 2)
@@ -357,7 +386,10 @@ func openLUNs(sc *serveConfig, log *logrus.Entry) ([]*scsi.LU, error) {
 			// SANITIZE OVERWRITE throttle, bytes per second.
 			SanitizeRate: s.SanitizeRate,
 			StatePath:    filepath.Join(sc.stateDir, "lun-"+serial+".json"),
-			Log:          log.WithField("lun", s.ID),
+			// APTPL persistent reservations, one file per LU next to
+			// the mode page file (scsi/pr_state.go).
+			PRStatePath: filepath.Join(sc.stateDir, "lun-"+serial+".pr.json"),
+			Log:         log.WithField("lun", s.ID),
 		})
 		if err != nil {
 			dev.Close()
