@@ -202,3 +202,38 @@ func TestRangeLockSet(t *testing.T) {
 	l.mu[1].RUnlock()
 	l.unlock(s, false)
 }
+
+// TestReadOnlyRefusesEveryWrite sends every write-class command of the
+// dispatch table (each service action too) to a read-only thin LU: each
+// gets DATA PROTECT / WRITE PROTECTED before anything else is checked.
+func TestReadOnlyRefusesEveryWrite(t *testing.T) {
+	e := newEnv(t, func(c *LUConfig) { c.ReadOnly = true; c.Thin = true })
+	seen := map[OpCode]bool{}
+	for i := range sbcOps {
+		entries := []opEntry{sbcOps[i]}
+		if sbcOps[i].sas != nil {
+			entries = sbcOps[i].sas
+		}
+		for _, op := range entries {
+			if op.flags&flagWrite == 0 {
+				continue
+			}
+			cdb := make([]byte, len(op.usage))
+			cdb[0] = op.usage[0]
+			if op.hasSA() {
+				cdb[1] = op.usage[1] & saMask
+			}
+			t.Run(OpCode(cdb[0]).String(), func(t *testing.T) {
+				wantSense(t, e.run(cdb, nil, 0), fixedSense(KeyDataProtect, ASCWriteProtected))
+			})
+			seen[OpCode(cdb[0])] = true
+		}
+	}
+	for _, op := range []OpCode{OpWrite6, OpWrite10, OpWrite12, OpWrite16, OpWriteAndVerify10, OpWriteAndVerify12,
+		OpWriteAndVerify16, OpWriteSame10, OpWriteSame16, OpUnmap, OpSanitize, OpExtendedCopy, OpCompareAndWrite,
+		OpORWrite16, OpWriteAtomic16} {
+		if !seen[op] {
+			t.Errorf("%v is not a write-class command", op)
+		}
+	}
+}
