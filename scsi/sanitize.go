@@ -181,18 +181,21 @@ func execSanitize(ctx context.Context, lu *LU, c *Command) error {
 		return lu.san.inProgress()
 	}
 	lu.san.progress.Store(0)
+	// The operation outlives the command, and the transport reuses
+	// Command structs: it works on its own copy of what it logs.
+	oc := &Command{CDB: append([]byte(nil), c.CDB...), Tag: c.Tag}
 	run := func(ctx context.Context) error {
 		defer lu.san.active.Store(false)
 		s := lu.lockWrite(0, lu.capacity.Load(), true)
 		defer lu.unlockWrite(s, true)
 		var err error
 		if q.SA == saOverwrite {
-			err = lu.sanitizeOverwrite(ctx, c, ow)
+			err = lu.sanitizeOverwrite(ctx, oc, ow)
 		} else {
-			err = lu.sanitizeBlockErase(ctx, c)
+			err = lu.sanitizeBlockErase(ctx, oc)
 		}
 		if err == nil {
-			err = lu.flush(ctx, c)
+			err = lu.flush(ctx, oc)
 		}
 		if err != nil {
 			lu.san.ause.Store(q.AUSE)

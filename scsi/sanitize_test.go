@@ -216,3 +216,23 @@ func TestSanitizeRate(t *testing.T) {
 	p := owParams(0x01, []byte{0x44})
 	good(t, e.run(sanitizeCDBBytes(saOverwrite, uint16(len(p))), p, 0))
 }
+
+// TestSanitizeImmediateOutlivesCommand: with IMMED the sanitize runs after
+// GOOD while the transport reuses the Command; a failure is still logged
+// and puts the LU in sanitize failure mode (the race detector checks that
+// the background operation does not touch the reused Command).
+func TestSanitizeImmediateOutlivesCommand(t *testing.T) {
+	e := newEnv(t, nil)
+	g := &gatedDevice{recDevice: e.dev, started: make(chan struct{}), release: make(chan struct{})}
+	e.lu.dev = g
+	e.dev.writeErr = backstore.ErrIO
+	p := owParams(0x01, []byte{0x44})
+	c := e.run(sanitizeCDBBytes(0x80|saOverwrite, uint16(len(p))), p, 0)
+	good(t, c)
+	<-g.started
+	c.Reset() // the transport reuses it
+	c.CDB = []byte{0, 0, 0, 0, 0, 0}
+	close(g.release)
+	e.lu.san.wg.Wait()
+	wantSense(t, e.run(cdb10(OpRead10, 0, 0, 1), nil, 512), fixedSense(KeyMediumError, ASCSanitizeCommandFailed))
+}
