@@ -237,3 +237,21 @@ func TestReadOnlyRefusesEveryWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestNexusReaper: a conflict caused by another nexus runs the transport's
+// reaper and checks the command again; when the reaper ended that nexus
+// (here: NexusLost), the command succeeds.
+func TestNexusReaper(t *testing.T) {
+	e := newEnv(t, func(c *LUConfig) { c.Removable = true }).login()
+	good(t, e.runOn(e.nx2, 0, []byte{byte(OpPreventAllow), 0, 0, 0, 1, 0}, nil, 0))
+	eject := []byte{byte(OpStartStopUnit), 0, 0, 0, 0x02, 0}
+	wantSense(t, e.run(eject, nil, 0), fixedSense(KeyIllegalRequest, ASCMediumRemovalPrevented))
+	calls := 0
+	e.r.SetNexusReaper(func() { calls++; e.r.NexusLost(e.nx2) })
+	good(t, e.run(eject, nil, 0))
+	if calls != 1 {
+		t.Fatalf("reaper ran %d times, want 1", calls)
+	}
+	good(t, e.run([]byte{byte(OpStartStopUnit), 0, 0, 0, 0x03, 0}, nil, 0)) // load again
+	e.r.SetNexusReaper(nil)
+}
