@@ -32,6 +32,7 @@ FUZZ_TARGETS := \
 	./scsi:FuzzCDB \
 	./scsi:FuzzModeSelect \
 	./scsi:FuzzUnmapParams \
+	./scsi:FuzzXCopyParams \
 	./scsi:FuzzPROUT
 
 .PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance soak clean

@@ -23,4 +23,7 @@ type cmdState struct {
 	rs   requestSenseCDB
 	um   unmapCDB
 	rdd  defectCDB
+	san  sanitizeCDB
+	xc   xcopyCDB
+	rcr  rcrCDB
 }

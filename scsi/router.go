@@ -25,6 +25,9 @@ type Router struct {
 	panics atomic.Uint64
 	// aborter aborts the tasks of preempted nexuses (SetTaskAborter).
 	aborter atomic.Pointer[TaskAborter]
+	// reaper ends already lost nexuses before a conflict is reported
+	// (SetNexusReaper, reaper.go).
+	reaper atomic.Pointer[NexusReaper]
 }
 
 // ErrUnknownLUN is returned by LogicalUnitReset for a LUN without LU.
@@ -123,7 +126,12 @@ func (r *Router) Plan(c *Command) {
 		return
 	}
 	st.op = e
-	if err := r.precheck(lu, e, c); err != nil {
+	err = r.precheck(lu, e, c)
+	if nexusConflict(err) && r.reap() {
+		c.Dir, c.XferLen = DirNone, 0
+		err = r.precheck(lu, e, c)
+	}
+	if err != nil {
 		c.Dir, c.XferLen = DirNone, 0
 		r.finish(c, err)
 		return
@@ -144,6 +152,9 @@ func (r *Router) precheck(lu *LU, e *opEntry, c *Command) error {
 				return Sense{Key: KeyUnitAttention, ASC: asc}
 			}
 		}
+		if err := lu.sanitizeCheck(e, c); err != nil {
+			return err
+		}
 		if e.flags&flagMedium != 0 && lu.ejected.Load() {
 			return ErrMediumNotPresent
 		}
@@ -162,6 +173,9 @@ func (r *Router) precheck(lu *LU, e *opEntry, c *Command) error {
 		}
 	}
 	if !e.supportedOn(lu) {
+		if e.hasSA() {
+			return invalidCDB(1, 4) // the opcode exists, this service action not here
+		}
 		return ErrInvalidOpcode
 	}
 	return e.plan(lu, c)
@@ -190,12 +204,20 @@ func (r *Router) Execute(ctx context.Context, c *Command) {
 	}
 	if st.lu != nil {
 		// Again at execution: a PREEMPT may have come in between.
-		if err := st.lu.checkReservation(c); err != nil {
+		err := st.lu.checkReservation(c)
+		if nexusConflict(err) && r.reap() {
+			err = st.lu.checkReservation(c)
+		}
+		if err != nil {
 			r.finish(c, err)
 			return
 		}
 	}
-	r.finish(c, st.op.exec(ctx, st.lu, c))
+	err := st.op.exec(ctx, st.lu, c)
+	if err == ErrMediumRemovalPrevented && ctx.Err() == nil && r.reap() {
+		err = st.op.exec(ctx, st.lu, c) // START STOP UNIT refused before changing anything
+	}
+	r.finish(c, err)
 }
 
 // finish completes the command: GOOD, or CHECK CONDITION with the sense

@@ -55,6 +55,10 @@ func execRequestSense(_ context.Context, lu *LU, c *Command) error {
 	default:
 		if asc, ok := lu.takeUA(c.Nexus); ok {
 			s = Sense{Key: KeyUnitAttention, ASC: asc}
+		} else if lu.san.active.Load() {
+			s = lu.san.inProgress()
+		} else if lu.san.failed.Load() {
+			s = ErrSanitizeFailed.(Sense)
 		} else if lu.ejected.Load() {
 			s = Sense{Key: KeyNotReady, ASC: ASCMediumNotPresent}
 		}

@@ -277,6 +277,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.tasks.New = func() any { return new(task) }
 	for _, n := range cfg.Nodes {
 		n.Router.SetTaskAborter(s.preemptAborter(n)) // reservations.go
+		n.Router.SetNexusReaper(s.nexusReaper(n))    // reaper.go
 	}
 	if s.leases, err = newLeaseManager(s); err != nil {
 		cancel()

@@ -11,7 +11,7 @@ import (
 )
 
 // lunSpec is one parsed --lun value:
-// PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=S][,id=N][,direct]
+// PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=S][,id=N][,direct][,sanitize-rate=SIZE]
 type lunSpec struct {
 	Path      string
 	Size      int64 // 0: not given
@@ -22,6 +22,9 @@ type lunSpec struct {
 	Serial    string
 	ID        int // -1: next free number
 	Direct    bool
+	// SanitizeRate caps a SANITIZE OVERWRITE at this many bytes per
+	// second (0: as fast as the backing store goes).
+	SanitizeRate int64
 }
 
 // maxLUNID is the largest LUN number (flat space addressing, SAM-5 §4.7.7).
@@ -83,6 +86,10 @@ func parseLUNSpec(s string) (lunSpec, error) {
 					err = fmt.Errorf("blocksize %q: must be 512 or 4096", val)
 				}
 			}
+		case "sanitize-rate":
+			if err = need(); err == nil {
+				spec.SanitizeRate, err = parseSize(val)
+			}
 		case "serial":
 			if err = need(); err == nil {
 				err = checkSerial(val)
@@ -99,7 +106,7 @@ func parseLUNSpec(s string) (lunSpec, error) {
 		case "":
 			err = errors.New("empty option (two commas in a row?)")
 		default:
-			err = fmt.Errorf("unknown option %q (known: size, ro, thin, removable, blocksize, serial, id, direct)", key)
+			err = fmt.Errorf("unknown option %q (known: size, ro, thin, removable, blocksize, serial, id, direct, sanitize-rate)", key)
 		}
 		if err != nil {
 			return spec, err

@@ -30,7 +30,7 @@ func serveCommand() *cli.Command {
 		Usage: "serve LUNs over iSCSI",
 		Description: `Serves one iSCSI target with the given LUNs until SIGTERM or SIGINT.
 
-LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=S][,id=N][,direct]
+LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=S][,id=N][,direct][,sanitize-rate=SIZE]
   A missing PATH with size= is created as a sparse file. PATH may be a block device.
   SIZE accepts bytes or units: 512MiB, 4GiB, 1TB. Without --lun, a 1 GiB sparse
   file default-lun0.img is created in the state directory.`,
@@ -385,7 +385,9 @@ func openLUNs(sc *serveConfig, log *logrus.Entry) ([]*scsi.LU, error) {
 			Thin:      s.Thin,
 			Removable: s.Removable,
 			Serial:    serial,
-			StatePath: filepath.Join(sc.stateDir, "lun-"+serial+".json"),
+			// SANITIZE OVERWRITE throttle, bytes per second.
+			SanitizeRate: s.SanitizeRate,
+			StatePath:    filepath.Join(sc.stateDir, "lun-"+serial+".json"),
 			// APTPL persistent reservations, one file per LU next to
 			// the mode page file (scsi/pr_state.go).
 			PRStatePath: filepath.Join(sc.stateDir, "lun-"+serial+".pr.json"),
