@@ -28,7 +28,8 @@ FUZZ_TARGETS := \
 	./target/pdu:FuzzTextKeys \
 	./scsi:FuzzCDB \
 	./scsi:FuzzModeSelect \
-	./scsi:FuzzUnmapParams
+	./scsi:FuzzUnmapParams \
+	./internal/config:FuzzParse
 
 .PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance clean
 
