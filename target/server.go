@@ -33,6 +33,8 @@ type Node struct {
 	TPGT uint16
 	// Router executes SCSI commands for the node's LUNs.
 	Router *scsi.Router
+	// MaxSessions bounds the node's normal sessions; 0 is no limit.
+	MaxSessions int
 }
 
 // Config configures a Server. Zero values select the documented defaults.
@@ -184,6 +186,8 @@ type Server struct {
 	connWG    sync.WaitGroup
 
 	sessions sessionTable
+	nodes    nodeTable              // nodes.go
+	timers   atomic.Pointer[Timers] // nodes.go
 	nextID   atomic.Uint64
 	tasks    sync.Pool
 }
@@ -205,13 +209,15 @@ func NewServer(cfg Config) (*Server, error) {
 		conns:     make(map[*conn]struct{}),
 	}
 	s.sessions.init()
+	s.nodes.list = cfg.Nodes
+	s.timers.Store(&Timers{NOPInterval: cfg.NOPInterval, NOPTimeout: cfg.NOPTimeout})
 	s.tasks.New = func() any { return new(task) }
 	return s, nil
 }
 
 // node returns the node called name, or nil.
 func (s *Server) node(name string) *Node {
-	for _, n := range s.cfg.Nodes {
+	for _, n := range s.Nodes() {
 		if n.Name == name {
 			return n
 		}

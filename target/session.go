@@ -92,6 +92,9 @@ func (t *sessionTable) create(c *conn, sp sessionSpec) (*session, uint16, string
 		}
 	}
 	defer t.mu.Unlock()
+	if sp.node != nil && sp.node.MaxSessions > 0 && t.countNode(sp.node.Name) >= sp.node.MaxSessions {
+		return nil, pdu.LoginOutOfResources, fmt.Sprintf("target has its maximum of %d sessions", sp.node.MaxSessions)
+	}
 	tsih, ok := t.allocTSIH()
 	if !ok {
 		return nil, pdu.LoginOutOfResources, "no TSIH available"

@@ -131,7 +131,7 @@ func (c *conn) sendTargets(value string) pdu.Keys {
 	var nodes []*Node
 	switch {
 	case value == "All":
-		nodes = c.srv.cfg.Nodes
+		nodes = c.srv.Nodes()
 	case value == "":
 		if c.sess.node != nil {
 			nodes = []*Node{c.sess.node}

@@ -93,8 +93,8 @@ func (tx *transmitter) loop() {
 	c := tx.c
 	defer close(tx.done)
 	var tick <-chan time.Time
-	if iv := c.srv.cfg.NOPInterval; iv > 0 {
-		period := min(iv, c.srv.cfg.NOPTimeout) / 2
+	if iv := c.nop.NOPInterval; iv > 0 {
+		period := min(iv, c.nop.NOPTimeout) / 2
 		period = max(period, 10*time.Millisecond)
 		tk := time.NewTicker(period)
 		defer tk.Stop()
@@ -165,13 +165,13 @@ func (tx *transmitter) ping() error {
 	if tx.pingAt != 0 {
 		if last >= tx.pingAt {
 			tx.pingAt = 0
-		} else if time.Duration(now-tx.pingAt) >= c.srv.cfg.NOPTimeout {
+		} else if time.Duration(now-tx.pingAt) >= c.nop.NOPTimeout {
 			return errNOPTimeout
 		} else {
 			return nil
 		}
 	}
-	if time.Duration(now-last) < c.srv.cfg.NOPInterval {
+	if time.Duration(now-last) < c.nop.NOPInterval {
 		return nil
 	}
 	tx.pingTTT = c.sess.allocTTT()
@@ -207,7 +207,7 @@ func (tx *transmitter) write() error {
 		}
 	}
 	tx.wbuf = net.Buffers(tx.iov)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.NOPTimeout + 20*time.Second))
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.nop.NOPTimeout + 20*time.Second))
 	_, err := tx.wbuf.WriteTo(c.nc)
 	for i := range tx.batch {
 		if it := &tx.batch[i]; it.kind == txTask {
