@@ -408,6 +408,10 @@ type SessionInfo struct {
 	Since         time.Time
 }
 
+// DataBuffersInUse is the capacity of the pooled data buffers currently
+// lent to commands; 0 once every command has completed or been aborted.
+func (s *Server) DataBuffersInUse() int64 { return s.bufs.Stats().OutstandingBytes }
+
 // Sessions lists the current sessions.
 func (s *Server) Sessions() []SessionInfo {
 	return s.sessions.list()

@@ -162,6 +162,7 @@ type scheduler struct {
 	work        chan *task
 	workers     int
 	idle        int
+	pending     int // tasks sent to work and not yet taken by a worker
 	maxWorkers  int
 	stopped     bool
 }
@@ -233,7 +234,11 @@ func (q *scheduler) start(t *task) {
 	}
 	t.state = stateRunning
 	q.work <- t
-	if q.idle == 0 && q.workers < q.maxWorkers && !q.stopped {
+	q.pending++
+	// A worker that has taken a task from the channel but not yet
+	// counted it is still in both pending and idle, so pending > idle
+	// means some task has no worker waiting for it.
+	if q.pending > q.idle && q.workers < q.maxWorkers && !q.stopped {
 		q.workers++
 		go q.worker()
 	}
@@ -290,6 +295,9 @@ func (q *scheduler) worker() {
 		case t, ok := <-q.work:
 			s.mu.Lock()
 			q.idle--
+			if ok {
+				q.pending--
+			}
 			if !ok {
 				q.workers--
 				s.mu.Unlock()
