@@ -177,12 +177,16 @@ func adminCall(ctx context.Context, socket, method, route string, in, out any) e
 	return nil
 }
 
-// adminRoutes returns the daemon's admin handler.
-func adminRoutes(srv *target.Server) *http.ServeMux {
+// adminRoutes returns the daemon's admin handler; each extra function
+// registers more routes.
+func adminRoutes(srv *target.Server, extra ...func(*http.ServeMux)) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, _ *http.Request) {
 		adminJSON(w, http.StatusOK, srv.Sessions())
 	})
+	for _, f := range extra {
+		f(mux)
+	}
 	return mux
 }
 
