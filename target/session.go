@@ -224,6 +224,7 @@ func newSession(c *conn, sp sessionSpec, tsih uint16) *session {
 	fields := logrus.Fields{
 		"initiator": sp.initiatorName,
 		"session":   fmt.Sprintf("%s/%d", sp.isid, tsih),
+		"conn":      c.id,
 	}
 	if sp.node != nil {
 		fields["target"] = sp.node.Name
