@@ -92,8 +92,18 @@ func (t *sessionTable) create(c *conn, sp sessionSpec) (*session, uint16, string
 		}
 	}
 	defer t.mu.Unlock()
-	if sp.node != nil && sp.node.MaxSessions > 0 && t.countNode(sp.node.Name) >= sp.node.MaxSessions {
-		return nil, pdu.LoginOutOfResources, fmt.Sprintf("target has its maximum of %d sessions", sp.node.MaxSessions)
+	if n := sp.node; n != nil && !sp.discovery && n.MaxSessions > 0 {
+		count := 0
+		for _, s := range t.byT {
+			// By name: ReplaceNode gives new logins a new *Node.
+			if s.node != nil && s.node.Name == n.Name && !s.discovery {
+				count++
+			}
+		}
+		if count >= n.MaxSessions {
+			c.srv.refusedSessions.Add(1)
+			return nil, pdu.LoginOutOfResources, fmt.Sprintf("target has its maximum of %d sessions", n.MaxSessions)
+		}
 	}
 	tsih, ok := t.allocTSIH()
 	if !ok {

@@ -58,8 +58,9 @@ type task struct {
 	seq       uint64 // delivery order within the session
 	lunEpoch  uint64 // node reset epoch of the LUN at delivery
 
-	buf  *[]byte // from the server's buffer pool
-	data []byte  // the part of buf in use
+	buf    *[]byte // from the server's buffer pool
+	data   []byte  // the part of buf in use
+	charge int64   // bytes of the server's data budget held for buf
 
 	// Data-Out reception, owned by the receiver.
 	want        uint32 // Data-Out bytes kept (min of SCSI length and EDTL)
@@ -78,8 +79,9 @@ type task struct {
 	prev, next *task
 	aborted    atomic.Uint32
 
-	doneMu sync.Mutex
-	doneCh chan struct{}
+	doneMu     sync.Mutex
+	doneCh     chan struct{}
+	doneClosed bool // doneCh has been closed
 }
 
 // reset prepares a pooled task for a new command.
@@ -98,7 +100,10 @@ func (t *task) Done() <-chan struct{} {
 	if t.doneCh == nil {
 		t.doneCh = make(chan struct{})
 		if t.aborted.Load() != notAborted {
+			// abort may not have reached its close yet: it sees
+			// doneClosed and leaves the channel alone.
 			close(t.doneCh)
+			t.doneClosed = true
 		}
 	}
 	return t.doneCh
@@ -122,8 +127,9 @@ func (t *task) abort(how uint32) {
 		return
 	}
 	t.doneMu.Lock()
-	if t.doneCh != nil {
+	if t.doneCh != nil && !t.doneClosed {
 		close(t.doneCh)
+		t.doneClosed = true
 	}
 	t.doneMu.Unlock()
 }
@@ -134,6 +140,10 @@ func (t *task) releaseBuf() {
 		t.sess.srv.bufs.Put(t.buf)
 		t.buf = nil
 		t.data = nil
+	}
+	if t.charge != 0 {
+		t.sess.srv.budget.release(t.charge)
+		t.charge = 0
 	}
 }
 

@@ -531,7 +531,7 @@ func fileFromFlags(sc *serveConfig) *config.File {
 	}
 	iv, tmo := sc.nopIntv, sc.nopTmo
 	f.NOPInterval, f.NOPTimeout = &iv, &tmo
-	t := config.Target{Name: sc.iqn}
+	t := config.Target{Name: sc.iqn, MaxSessions: sc.maxSess}
 	for _, s := range sc.luns {
 		id := s.ID
 		t.LUNs = append(t.LUNs, config.LUN{ID: &id, Path: s.Path, Size: config.Size(s.Size), ReadOnly: s.ReadOnly,

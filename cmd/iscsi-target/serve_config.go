@@ -105,6 +105,14 @@ func overrideFromFlags(c *cli.Context, sc *serveConfig, f *config.File) {
 	if len(f.Listen) == 0 {
 		f.Listen = sc.listen
 	}
+	if c.IsSet("max-sessions") {
+		// A limit on the command line applies to targets without their own.
+		for i := range f.Targets {
+			if f.Targets[i].MaxSessions == 0 {
+				f.Targets[i].MaxSessions = sc.maxSess
+			}
+		}
+	}
 	if c.IsSet("lun") {
 		// --lun (with --iqn, or the default name) defines that target's
 		// LUNs, replacing the file's.
