@@ -31,6 +31,7 @@ FUZZ_TARGETS := \
 	./scsi:FuzzCDB \
 	./scsi:FuzzModeSelect \
 	./scsi:FuzzUnmapParams \
+	./scsi:FuzzPROUT \
 	./internal/config:FuzzParse
 
 .PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance soak clean

@@ -76,7 +76,10 @@ func (d *daemon) openLU(iqn string, l config.LUN) (*scsi.LU, error) {
 		Removable: l.Removable,
 		Serial:    serial,
 		StatePath: filepath.Join(d.stateDir, "lun-"+serial+".json"),
-		Log:       d.log.WithField("target", iqn),
+		// APTPL persistent reservations, one file per LU next to the
+		// mode page file (scsi/pr_state.go).
+		PRStatePath: filepath.Join(d.stateDir, "lun-"+serial+".pr.json"),
+		Log:         d.log.WithField("target", iqn),
 	})
 	if err != nil {
 		dev.Close()
