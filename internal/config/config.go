@@ -43,6 +43,9 @@ type File struct {
 	NOPTimeout  *time.Duration `yaml:"nop_timeout,omitempty"`
 	// Negotiation limits what the target offers at login.
 	Negotiation Negotiation `yaml:"negotiation,omitempty"`
+	// CHAPMinSecretLength is the shortest CHAP secret accepted; 0 means
+	// the default of 12 bytes.
+	CHAPMinSecretLength int `yaml:"chap_min_secret_length,omitempty"`
 	// Discovery configures discovery (SendTargets) sessions.
 	Discovery Discovery `yaml:"discovery,omitempty"`
 	// Targets are the target nodes served.
@@ -105,7 +108,7 @@ type LUN struct {
 // CHAP holds the credentials of a target (or of discovery).
 type CHAP struct {
 	Pos `yaml:"-"`
-	// Users are the initiator credentials accepted.
+	// Users is the initiator credential accepted (one per target).
 	Users []Secret `yaml:"users,omitempty"`
 	// SecretDir is a directory in the Kubernetes Secret layout
 	// (node.session.auth.username / node.session.auth.password, and the

@@ -35,6 +35,7 @@ func ParseIETD(data []byte) (*File, Diags) {
 	if len(p.f.Targets) == 0 && len(p.ds.Errs()) == 0 {
 		p.errf(max(line, 1), 1, "no Target defined")
 	}
+	p.secretLengths()
 	if len(p.f.Targets) > 0 {
 		p.ds = append(p.ds, p.f.Validate()...)
 	}
@@ -247,6 +248,39 @@ func (p *ietdParser) line(n int, raw string) {
 	default:
 		p.errf(n, col, "unknown keyword %s", fields[0])
 	}
+}
+
+// secretLengths keeps ietd's behaviour for short secrets: ietd accepted
+// any length, this daemon refuses secrets under 12 bytes unless
+// chap_min_secret_length says otherwise. The import lowers it to the
+// shortest secret of the file, loudly.
+func (p *ietdParser) secretLengths() {
+	shortest, line, col := 0, 0, 0
+	check := func(c *CHAP) {
+		if c == nil {
+			return
+		}
+		list := append([]Secret(nil), c.Users...)
+		if c.Mutual != nil {
+			list = append(list, *c.Mutual)
+		}
+		for _, s := range list {
+			if n := len(s.Secret); n > 0 && n < DefaultCHAPMinSecretLength && (shortest == 0 || n < shortest) {
+				shortest, line, col = n, s.Line, s.Column
+			}
+		}
+	}
+	check(p.f.Discovery.CHAP)
+	for i := range p.f.Targets {
+		check(p.f.Targets[i].CHAP)
+	}
+	if shortest == 0 {
+		return
+	}
+	p.f.CHAPMinSecretLength = shortest
+	p.f.Pos.Set("chap_min_secret_length", line, col)
+	p.warnf(line, col, "CHAP secret of %d bytes: shorter than the %d this daemon requires by default; chap_min_secret_length set to %d to keep ietd's behaviour (a short secret can be guessed off-line from one recorded login: change it)",
+		shortest, DefaultCHAPMinSecretLength, shortest)
 }
 
 // global records a session-wide key; a second target with another value

@@ -40,13 +40,15 @@ func TestLoadWarnsAboutReadableSecrets(t *testing.T) {
 	if err != nil || f == nil || format != FormatIETD {
 		t.Fatalf("Load: %v %v %v", f, format, err)
 	}
-	if len(ds) != 1 || ds[0].Severity != Warning || !strings.Contains(ds[0].Msg, "chmod 600") {
-		t.Fatalf("diags %v, want one chmod warning", ds)
+	// The file-mode warning (no line) and the short-secret warning.
+	if len(ds) != 2 || ds[0].Line != 0 || !strings.Contains(ds[0].Msg, "chmod 600") ||
+		ds[1].Line != 3 || !strings.Contains(ds[1].Msg, "chap_min_secret_length set to 8") || len(ds.Errs()) != 0 {
+		t.Fatalf("diags %v, want the chmod and the short-secret warnings", ds)
 	}
 	if err := os.Chmod(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ds, err = Load(p); err != nil || len(ds) != 0 {
+	if _, _, ds, err = Load(p); err != nil || len(ds) != 1 {
 		t.Fatalf("0600 file: %v %v", ds, err)
 	}
 	if f.Targets[0].CHAP.Users[0].User != "username" || f.Targets[0].CHAP.Users[0].Secret != "password" {

@@ -18,8 +18,27 @@ const (
 	AccessShared       = "shared"
 )
 
-// CHAPAlgorithms are the names accepted in chap.algorithms.
+// CHAPAlgorithms are the names accepted in chap.algorithms (case, "-"
+// and "_" do not matter; IANA numbers 5-8 are accepted too).
 var CHAPAlgorithms = []string{"SHA3-256", "SHA-256", "SHA-1", "MD5"}
+
+// DefaultCHAPMinSecretLength is the shortest secret accepted by default.
+const DefaultCHAPMinSecretLength = 12
+
+// chapAlgorithm normalises an algorithm name to its IANA number, or "".
+func chapAlgorithm(s string) string {
+	switch strings.NewReplacer("-", "", "_", "").Replace(strings.ToUpper(strings.TrimSpace(s))) {
+	case "5", "MD5":
+		return "5"
+	case "6", "SHA1":
+		return "6"
+	case "7", "SHA256":
+		return "7"
+	case "8", "SHA3256":
+		return "8"
+	}
+	return ""
+}
 
 // IsZero lets the YAML encoder omit empty sections (Pos is bookkeeping).
 func (n Negotiation) IsZero() bool {
@@ -152,6 +171,9 @@ func (f *File) Validate() Diags {
 		v.err(f.Pos, "nop_timeout", "nop_timeout must be > 0")
 	}
 	v.negotiation(&f.Negotiation)
+	if f.CHAPMinSecretLength < 0 || f.CHAPMinSecretLength > 255 {
+		v.err(f.Pos, "chap_min_secret_length", "chap_min_secret_length %d outside [1, 255]", f.CHAPMinSecretLength)
+	}
 	if f.Discovery.CHAP != nil {
 		v.chap(f.Discovery.CHAP, "discovery.chap")
 	}
@@ -248,6 +270,9 @@ func (v *validator) chap(c *CHAP, where string) {
 	if len(c.Users) > 0 && c.SecretDir != "" {
 		v.err(c.Pos, "secret_dir", "%s: give either users or secret_dir, not both", where)
 	}
+	if len(c.Users) > 1 {
+		v.err(c.Pos, "users", "%s: one user per target is supported (%d given)", where, len(c.Users))
+	}
 	seen := map[string]bool{}
 	for i := range c.Users {
 		u := &c.Users[i]
@@ -260,14 +285,15 @@ func (v *validator) chap(c *CHAP, where string) {
 	if c.Mutual != nil {
 		v.secret(c.Mutual, where+".mutual")
 	}
+	algs := map[string]bool{}
 	for _, a := range c.Algorithms {
-		ok := false
-		for _, k := range CHAPAlgorithms {
-			ok = ok || k == a
-		}
-		if !ok {
+		n := chapAlgorithm(a)
+		if n == "" {
 			v.err(c.Pos, "algorithms", "%s: algorithm %q: want %s", where, a, strings.Join(CHAPAlgorithms, ", "))
+		} else if algs[n] {
+			v.err(c.Pos, "algorithms", "%s: algorithm %q listed twice", where, a)
 		}
+		algs[n] = true
 	}
 }
 
