@@ -3,9 +3,13 @@ package target
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/iscsi-target/iscsi-target/chap"
 )
 
 // nodeTable is the set of nodes a Server serves; AddNode, RemoveNode and
@@ -13,6 +17,50 @@ import (
 type nodeTable struct {
 	mu   sync.RWMutex
 	list []*Node
+	// discovery replaces Config.Auth.Discovery once SetDiscoveryAuth ran.
+	discovery atomic.Pointer[discoveryAuth]
+}
+
+type discoveryAuth struct{ cfg *chap.TargetConfig }
+
+// aclFor returns the access list that applies to node n.
+func (s *Server) aclFor(n *Node) *ACL {
+	if n != nil && n.ACL != nil {
+		return n.ACL
+	}
+	return s.cfg.Access
+}
+
+// discoveryAuth returns the CHAP configuration of discovery sessions.
+func (s *Server) discoveryAuth() *chap.TargetConfig {
+	if d := s.nodes.discovery.Load(); d != nil {
+		return d.cfg
+	}
+	return s.cfg.Auth.Discovery
+}
+
+// SetDiscoveryAuth changes the CHAP configuration of discovery sessions
+// for logins from now on (nil: AuthMethod=None).
+func (s *Server) SetDiscoveryAuth(cfg *chap.TargetConfig) error {
+	if cfg != nil {
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+	}
+	s.nodes.discovery.Store(&discoveryAuth{cfg: cfg})
+	return nil
+}
+
+// Allowed reports whether the initiator (name and address) may log in to
+// node n under the access list in force now; CloseSessions uses it after
+// an ACL change.
+func (s *Server) Allowed(n *Node, initiator, remoteAddr string) bool {
+	var addr netip.Addr
+	if ap, err := netip.ParseAddrPort(remoteAddr); err == nil {
+		addr = ap.Addr().Unmap()
+	}
+	ok, _ := s.aclFor(n).Allowed(n.Name, initiator, addr)
+	return ok
 }
 
 // Timers are the liveness timers (see Config.NOPInterval, NOPTimeout).
@@ -37,6 +85,16 @@ func checkNode(n *Node) error {
 	}
 	if n.MaxSessions < 0 {
 		return fmt.Errorf("iscsi: node %s: MaxSessions %d < 0", n.Name, n.MaxSessions)
+	}
+	if n.Auth != nil {
+		if err := n.Auth.Validate(); err != nil {
+			return fmt.Errorf("iscsi: node %s: %w", n.Name, err)
+		}
+	}
+	if n.ACL != nil {
+		if err := n.ACL.Validate(); err != nil {
+			return fmt.Errorf("iscsi: node %s: %w", n.Name, err)
+		}
 	}
 	if n.TPGT == 0 {
 		n.TPGT = 1

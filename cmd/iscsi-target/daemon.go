@@ -38,6 +38,8 @@ type daemon struct {
 	// load reads the configuration again (SIGHUP, reload); nil when the
 	// daemon runs from flags only.
 	load func() (*config.File, config.Diags, error)
+	// sec: which CHAP and access settings come from the command line.
+	sec *securityFlags
 
 	mu      sync.Mutex
 	cur     *config.File
@@ -88,22 +90,18 @@ func (d *daemon) openLU(iqn string, l config.LUN) (*scsi.LU, error) {
 	return lu, nil
 }
 
-// checkSupported refuses settings this build cannot enforce, so nothing
-// in a file is silently ignored.
-func checkSupported(t *config.Target) error {
-	if t.CHAP != nil {
-		return fmt.Errorf("target %s: CHAP is not supported by this build", t.Name)
+func (d *daemon) flags() *securityFlags {
+	if d.sec == nil {
+		d.sec = &securityFlags{getenv: os.Getenv}
 	}
-	if !t.ACL.IsZero() {
-		return fmt.Errorf("target %s: access lists are not supported by this build", t.Name)
-	}
-	return nil
+	return d.sec
 }
 
 // buildTarget opens every LU of t and returns the target, or closes what
 // it opened and returns the error.
-func (d *daemon) buildTarget(t config.Target) (*runTarget, error) {
-	if err := checkSupported(&t); err != nil {
+func (d *daemon) buildTarget(f *config.File, t config.Target) (*runTarget, error) {
+	ns, err := d.flags().security(f, &t)
+	if err != nil {
 		return nil, err
 	}
 	var lus []*scsi.LU
@@ -123,12 +121,12 @@ func (d *daemon) buildTarget(t config.Target) (*runTarget, error) {
 		return nil, err
 	}
 	rt.router = r
-	rt.node = nodeFor(t, r)
+	rt.node = nodeFor(t, r, ns)
 	return rt, nil
 }
 
-func nodeFor(t config.Target, r *scsi.Router) *target.Node {
-	return &target.Node{Name: t.Name, Alias: t.Alias, Router: r, MaxSessions: t.MaxSessions}
+func nodeFor(t config.Target, r *scsi.Router, ns nodeSecurity) *target.Node {
+	return &target.Node{Name: t.Name, Alias: t.Alias, Router: r, MaxSessions: t.MaxSessions, Auth: ns.auth, ACL: ns.acl}
 }
 
 func closeLUs(lus []*scsi.LU, log *logrus.Entry) {
@@ -144,7 +142,7 @@ func (d *daemon) start(f *config.File) ([]*target.Node, error) {
 	d.targets = map[string]*runTarget{}
 	var nodes []*target.Node
 	for _, t := range f.Targets {
-		rt, err := d.buildTarget(t)
+		rt, err := d.buildTarget(f, t)
 		if err != nil {
 			d.closeAll()
 			return nil, err
@@ -152,8 +150,23 @@ func (d *daemon) start(f *config.File) ([]*target.Node, error) {
 		d.targets[t.Name] = rt
 		nodes = append(nodes, rt.node)
 	}
+	if _, _, err := d.flags().discovery(f); err != nil {
+		d.closeAll()
+		return nil, err
+	}
 	d.cur = f
 	return nodes, nil
+}
+
+// attach gives the daemon its server and applies the file's discovery
+// CHAP (unless the command line set it).
+func (d *daemon) attach(srv *target.Server) error {
+	d.srv = srv
+	tc, ok, err := d.flags().discovery(d.cur)
+	if err != nil || !ok {
+		return err
+	}
+	return srv.SetDiscoveryAuth(tc)
 }
 
 // routers returns the routers of the running targets.
@@ -258,20 +271,29 @@ func (d *daemon) apply(f *config.File) (*reloadResult, error) {
 		return nil, err
 	}
 	want := map[string]config.Target{}
+	security := map[string]nodeSecurity{}
+	discovery, setDiscovery, err := d.flags().discovery(f)
+	if err != nil {
+		return fail(err)
+	}
 	for _, t := range f.Targets {
 		want[t.Name] = t
 		rt := d.targets[t.Name]
 		if rt == nil {
-			nt, err := d.buildTarget(t)
+			nt, err := d.buildTarget(f, t)
 			if err != nil {
 				return fail(err)
 			}
 			newTargets[t.Name] = nt
 			continue
 		}
-		if err := checkSupported(&t); err != nil {
+		// Secrets and access files are read again even when the file
+		// did not change.
+		ns, err := d.flags().security(f, &t)
+		if err != nil {
 			return fail(err)
 		}
+		security[t.Name] = ns
 		for _, l := range t.LUNs {
 			id := uint16(*l.ID)
 			if old, ok := rt.luns[id]; ok && sameLUN(old, l) {
@@ -328,12 +350,22 @@ func (d *daemon) apply(f *config.File) (*reloadResult, error) {
 		}
 		rt := d.targets[t.Name]
 		changed := d.applyLUNs(rt, t, newLUs[t.Name], res)
+		node := nodeFor(t, rt.router, security[t.Name])
+		if err := d.srv.ReplaceNode(node); err != nil {
+			d.log.WithError(err).WithField("target", t.Name).Error("updating target")
+		} else {
+			rt.node = node
+		}
 		if nodeSettingsChanged(rt.cfg, t) {
-			if err := d.srv.ReplaceNode(nodeFor(t, rt.router)); err != nil {
-				d.log.WithError(err).WithField("target", t.Name).Error("updating target")
-			}
 			changed = true
 		}
+		// Sessions the new access list refuses end; the others keep
+		// running (a changed CHAP secret applies to the next login).
+		name := t.Name
+		closed := d.srv.CloseSessions(func(si target.SessionInfo) bool {
+			return si.Target == name && !d.srv.Allowed(node, si.InitiatorName, si.RemoteAddr)
+		}, "no longer allowed by the access list")
+		res.ClosedSessions += closed
 		rt.cfg = t
 		if changed {
 			res.ChangedTargets = append(res.ChangedTargets, t.Name)
@@ -343,6 +375,11 @@ func (d *daemon) apply(f *config.File) (*reloadResult, error) {
 	tm := timersOf(f)
 	if err := d.srv.SetTimers(tm); err != nil {
 		res.Warnings = append(res.Warnings, err.Error())
+	}
+	if setDiscovery {
+		if err := d.srv.SetDiscoveryAuth(discovery); err != nil {
+			res.Warnings = append(res.Warnings, "discovery CHAP: "+err.Error())
+		}
 	}
 	d.cur = f
 	d.log.WithFields(logrus.Fields{
@@ -438,8 +475,12 @@ func sameLUN(a, b config.LUN) bool {
 	return reflect.DeepEqual(a, b)
 }
 
+// nodeSettingsChanged compares everything of a target but its LUNs.
 func nodeSettingsChanged(a, b config.Target) bool {
-	return a.Alias != b.Alias || a.MaxSessions != b.MaxSessions || a.Access != b.Access
+	a.LUNs, b.LUNs = nil, nil
+	x, _ := config.Marshal(&config.File{Targets: []config.Target{a}})
+	y, _ := config.Marshal(&config.File{Targets: []config.Target{b}})
+	return string(x) != string(y)
 }
 
 // restartOnly lists changes a reload cannot apply.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -34,7 +35,11 @@ func parseYAML(t *testing.T, text string) (*config.File, config.Diags) {
 
 func startDaemon(t *testing.T, yaml string) *testDaemon {
 	t.Helper()
-	dir := t.TempDir()
+	return startDaemonIn(t, t.TempDir(), yaml)
+}
+
+func startDaemonIn(t *testing.T, dir, yaml string) *testDaemon {
+	t.Helper()
 	td := &testDaemon{t: t, dir: dir}
 	td.setConfig(yaml)
 	f, ds := parseYAML(t, td.yaml)
@@ -53,11 +58,14 @@ func startDaemon(t *testing.T, yaml string) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := target.NewServer(target.Config{Nodes: nodes, Log: d.log})
+	// No failure delay: refused logins answer at once in tests.
+	srv, err := target.NewServer(target.Config{Nodes: nodes, Log: d.log, Auth: target.AuthConfig{FailureDelay: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.srv = srv
+	if err := d.attach(srv); err != nil {
+		t.Fatal(err)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +223,7 @@ func TestReloadRefusesBadFile(t *testing.T) {
 		"syntax":       "targets: [",
 		"unknown key":  strings.Replace(confV2, "max_sessions", "max_session", 1),
 		"missing file": strings.Replace(confV2, "{id: 2, path: DIR/a2.img, size: 2MiB}", "{id: 2, path: DIR/nope/a2.img}", 1),
-		"unsupported":  confV2 + "    chap: {users: [{user: u, secret_env: X}]}\n",
+		"missing secret": confV2 + "    chap: {users: [{user: u, secret_env: ISCSI_TARGET_TEST_UNSET_VAR}]}\n",
 	} {
 		td.setConfig(bad)
 		if _, err := td.d.reload(); err == nil {
@@ -269,4 +277,92 @@ func TestResizeRaisesCapacityChanged(t *testing.T) {
 		t.Fatalf("reload after growing a1.img: %+v %v", res, err)
 	}
 	expectUA(t, a, 1, 0x2A, 0x09)
+}
+
+func (td *testDaemon) loginCHAP(initiator, iqn, user, secret string) error {
+	c, err := targettest.Dial(td.addr)
+	if err != nil {
+		td.t.Fatal(err)
+	}
+	td.t.Cleanup(func() { c.Close() })
+	c.InitiatorName = initiator
+	return c.Login(targettest.LoginOptions{Target: iqn, CHAP: &targettest.CHAP{User: user, Secret: secret}})
+}
+
+const confSecurity = `
+targets:
+  - name: iqn.2026-11.test:a
+    luns:
+      - {path: DIR/a0.img, size: 1MiB}
+    chap:
+      users: [{user: alice, secret_file: DIR/alice.secret}]
+  - name: iqn.2026-11.test:b
+    luns:
+      - {path: DIR/b0.img, size: 1MiB}
+    acl:
+      allow: ["iqn.2026-11.test:*"]
+`
+
+// TestReloadSecurity: per-target CHAP and access lists from the file; a
+// reload re-reads secret files, and sessions a new access list refuses
+// are closed while allowed ones keep running.
+func TestReloadSecurity(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "alice.secret")
+	if err := os.WriteFile(secret, []byte("first-secret-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	td := startDaemonIn(t, dir, confSecurity)
+	if _, err := td.login(ini, iqnA); loginStatus(err) != 0x0201 {
+		t.Fatalf("login to a CHAP target without CHAP: %v", err)
+	}
+	if err := td.loginCHAP(ini, iqnA, "alice", "first-secret-123"); err != nil {
+		t.Fatalf("CHAP login with the secret from the file: %v", err)
+	}
+	// B has no CHAP (the server-wide default) and an ACL.
+	keep, err := td.login("iqn.2026-11.test:keep", iqnB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := td.login("iqn.2026-11.test:gone", iqnB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.login("iqn.1999-01.other:x", iqnB); loginStatus(err) != 0x0202 {
+		t.Fatalf("initiator outside the ACL: %v", err)
+	}
+	expectUA(t, keep, 0, 0x29, 0)
+
+	if err := os.WriteFile(secret, []byte("second-secret-456"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	td.setConfig(strings.Replace(confSecurity, `allow: ["iqn.2026-11.test:*"]`, `allow: ["iqn.2026-11.test:*"]
+      deny: ["*:gone"]`, 1))
+	res, err := td.d.reload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ClosedSessions != 1 || strings.Join(res.ChangedTargets, ",") != iqnB {
+		t.Fatalf("reload result %+v", res)
+	}
+	if _, err := gone.Command(turCDB, nil, 0, targettest.CommandOptions{}); err == nil {
+		t.Fatal("a session the new ACL refuses still answers")
+	}
+	if r, _, _ := cmd(t, keep, 0, turCDB, 0); r.Status != 0 {
+		t.Fatalf("allowed session after reload: status %d", r.Status)
+	}
+	if err := td.loginCHAP(ini, iqnA, "alice", "first-secret-123"); loginStatus(err) != 0x0201 {
+		t.Fatalf("old secret after reload: %v", err)
+	}
+	if err := td.loginCHAP(ini, iqnA, "alice", "second-secret-456"); err != nil {
+		t.Fatalf("new secret after reload: %v", err)
+	}
+}
+
+func loginStatus(err error) uint16 {
+	var lf *targettest.ErrLoginFailed
+	if errors.As(err, &lf) {
+		return lf.Status
+	}
+	return 0xFFFF
 }
