@@ -220,9 +220,9 @@ func TestReloadRefusesBadFile(t *testing.T) {
 	}
 	expectUA(t, a, 0, 0x29, 0x00)
 	for name, bad := range map[string]string{
-		"syntax":       "targets: [",
-		"unknown key":  strings.Replace(confV2, "max_sessions", "max_session", 1),
-		"missing file": strings.Replace(confV2, "{id: 2, path: DIR/a2.img, size: 2MiB}", "{id: 2, path: DIR/nope/a2.img}", 1),
+		"syntax":         "targets: [",
+		"unknown key":    strings.Replace(confV2, "max_sessions", "max_session", 1),
+		"missing file":   strings.Replace(confV2, "{id: 2, path: DIR/a2.img, size: 2MiB}", "{id: 2, path: DIR/nope/a2.img}", 1),
 		"missing secret": confV2 + "    chap: {users: [{user: u, secret_env: ISCSI_TARGET_TEST_UNSET_VAR}]}\n",
 	} {
 		td.setConfig(bad)
