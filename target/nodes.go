@@ -114,6 +114,7 @@ func (s *Server) AddNode(n *Node) error {
 			return fmt.Errorf("iscsi: duplicate target name %q", n.Name)
 		}
 	}
+	n.Router.SetTaskAborter(s.preemptAborter(n)) // reservations.go
 	s.nodes.list = append(slices.Clone(s.nodes.list), n)
 	s.log.WithField("target", n.Name).Info("target added")
 	return nil
@@ -131,6 +132,9 @@ func (s *Server) ReplaceNode(n *Node) error {
 	defer s.nodes.mu.Unlock()
 	for i, x := range s.nodes.list {
 		if x.Name == n.Name {
+			if n.Router != x.Router {
+				n.Router.SetTaskAborter(s.preemptAborter(n))
+			}
 			list := slices.Clone(s.nodes.list)
 			list[i] = n
 			s.nodes.list = list

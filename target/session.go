@@ -135,7 +135,8 @@ func (t *sessionTable) forNode(n *Node, fn func(*session)) {
 	t.mu.Lock()
 	list := make([]*session, 0, len(t.byT))
 	for _, s := range t.byT {
-		if s.node == n {
+		// By name: sessions from before a ReplaceNode hold the old *Node.
+		if s.node != nil && s.node.Name == n.Name {
 			list = append(list, s)
 		}
 	}
