@@ -96,6 +96,9 @@ func checkNode(n *Node) error {
 			return fmt.Errorf("iscsi: node %s: %w", n.Name, err)
 		}
 	}
+	if n.AccessMode != "" && n.AccessMode != AccessSingleWriter && n.AccessMode != AccessShared {
+		return fmt.Errorf("iscsi: node %s: unknown access mode %q", n.Name, n.AccessMode)
+	}
 	if n.TPGT == 0 {
 		n.TPGT = 1
 	}
@@ -115,6 +118,7 @@ func (s *Server) AddNode(n *Node) error {
 		}
 	}
 	n.Router.SetTaskAborter(s.preemptAborter(n)) // reservations.go
+	s.leases.addNode(n.Name)
 	s.nodes.list = append(slices.Clone(s.nodes.list), n)
 	s.log.WithField("target", n.Name).Info("target added")
 	return nil
@@ -235,6 +239,17 @@ func (s *Server) SetTimers(tm Timers) error {
 	}
 	s.timers.Store(&tm)
 	return nil
+}
+
+// addNode prepares the lease counters of a node added while serving. A
+// lease recorded for that name in the state directory (a target removed
+// and added back) stays in force.
+func (m *leaseManager) addNode(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.counters[name] == nil {
+		m.counters[name] = new(LeaseCounters)
+	}
 }
 
 // countNode counts the sessions of the node called name; t.mu is held.

@@ -11,6 +11,9 @@ import (
 	"github.com/iscsi-target/iscsi-target/target/targettest"
 )
 
+// shared: several initiator names per target (no single-writer lease).
+var shared = targettest.Options{Configure: func(c *target.Config) { c.AccessMode = target.AccessShared }}
+
 func newNode(t *testing.T, name string, maxSessions int) *target.Node {
 	t.Helper()
 	lu, err := scsi.NewLU(scsi.LUConfig{Device: backstore.NewMemory(1 << 20), Serial: "node-" + name[len(name)-1:]})
@@ -45,7 +48,7 @@ func loginStatus(err error) uint16 {
 }
 
 func TestAddAndRemoveNodeWhileServing(t *testing.T) {
-	tg := targettest.Start(t, targettest.Options{})
+	tg := targettest.Start(t, shared)
 	const second = "iqn.2026-11.test:second"
 	if _, err := loginAs(t, tg.Addr, "iqn.2026-11.test:init-a", second); loginStatus(err) != pdu.LoginNotFound {
 		t.Fatalf("login to a target not yet added: %v", err)
@@ -106,7 +109,7 @@ func TestAddAndRemoveNodeWhileServing(t *testing.T) {
 }
 
 func TestMaxSessions(t *testing.T) {
-	tg := targettest.Start(t, targettest.Options{})
+	tg := targettest.Start(t, shared)
 	const name = "iqn.2026-11.test:limited"
 	if err := tg.Server.AddNode(newNode(t, name, 1)); err != nil {
 		t.Fatal(err)
@@ -130,7 +133,7 @@ func TestMaxSessions(t *testing.T) {
 }
 
 func TestCloseSessionsByInitiator(t *testing.T) {
-	tg := targettest.Start(t, targettest.Options{})
+	tg := targettest.Start(t, shared)
 	a, err := loginAs(t, tg.Addr, "iqn.2026-11.test:init-a", tg.IQN)
 	if err != nil {
 		t.Fatal(err)

@@ -121,12 +121,17 @@ func (d *daemon) buildTarget(f *config.File, t config.Target) (*runTarget, error
 		return nil, err
 	}
 	rt.router = r
-	rt.node = nodeFor(t, r, ns)
+	rt.node = nodeFor(f, t, r, ns)
 	return rt, nil
 }
 
-func nodeFor(t config.Target, r *scsi.Router, ns nodeSecurity) *target.Node {
-	return &target.Node{Name: t.Name, Alias: t.Alias, Router: r, MaxSessions: t.MaxSessions, Auth: ns.auth, ACL: ns.acl}
+func nodeFor(f *config.File, t config.Target, r *scsi.Router, ns nodeSecurity) *target.Node {
+	access := t.Access
+	if access == "" {
+		access = f.Access // per node, so a reload can change it
+	}
+	return &target.Node{Name: t.Name, Alias: t.Alias, Router: r, MaxSessions: t.MaxSessions, Auth: ns.auth, ACL: ns.acl,
+		AccessMode: target.AccessMode(access)}
 }
 
 func closeLUs(lus []*scsi.LU, log *logrus.Entry) {
@@ -350,13 +355,13 @@ func (d *daemon) apply(f *config.File) (*reloadResult, error) {
 		}
 		rt := d.targets[t.Name]
 		changed := d.applyLUNs(rt, t, newLUs[t.Name], res)
-		node := nodeFor(t, rt.router, security[t.Name])
+		node := nodeFor(f, t, rt.router, security[t.Name])
 		if err := d.srv.ReplaceNode(node); err != nil {
 			d.log.WithError(err).WithField("target", t.Name).Error("updating target")
 		} else {
 			rt.node = node
 		}
-		if nodeSettingsChanged(rt.cfg, t) {
+		if nodeSettingsChanged(rt.cfg, t) || d.cur.Access != f.Access {
 			changed = true
 		}
 		// Sessions the new access list refuses end; the others keep

@@ -59,7 +59,8 @@ func startDaemonIn(t *testing.T, dir, yaml string) *testDaemon {
 		t.Fatal(err)
 	}
 	// No failure delay: refused logins answer at once in tests.
-	srv, err := target.NewServer(target.Config{Nodes: nodes, Log: d.log, Auth: target.AuthConfig{FailureDelay: -1}})
+	srv, err := target.NewServer(target.Config{Nodes: nodes, Log: d.log, Auth: target.AuthConfig{FailureDelay: -1},
+		AccessMode: target.AccessMode(f.Access)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,6 +291,7 @@ func (td *testDaemon) loginCHAP(initiator, iqn, user, secret string) error {
 }
 
 const confSecurity = `
+access: shared
 targets:
   - name: iqn.2026-11.test:a
     luns:

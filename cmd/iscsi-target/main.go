@@ -48,6 +48,7 @@ func newApp() *cli.App {
 			reloadCommand(),
 			lunCommand(),
 			configCommand(),
+			leaseCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

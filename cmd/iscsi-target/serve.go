@@ -262,6 +262,8 @@ func serve(c *cli.Context) error {
 		Offer:       offerOf(f),
 		NOPInterval: tm.NOPInterval,
 		NOPTimeout:  tm.NOPTimeout,
+		AccessMode:  target.AccessMode(f.Access),
+		StateDir:    sc.stateDir,
 		// Resource limits (hostile or broken peers).
 		MaxConnections:          sc.maxConns,
 		MaxConnectionsPerSource: sc.maxPerSrc,
