@@ -100,7 +100,9 @@ func TestReloadKeepsLibiscsiSessionReading(t *testing.T) {
 	harness.RequireTools(t, "iscsi-perf", "iscsi-ls")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "iscsi-target.yaml")
-	v1 := fmt.Sprintf(`targets:
+	v1 := fmt.Sprintf(`# several initiator names log in: no single-writer lease
+access: shared
+targets:
   - name: %s
     luns:
       - {path: %s/a0.img, size: 64MiB}
@@ -138,7 +140,7 @@ func TestReloadKeepsLibiscsiSessionReading(t *testing.T) {
 	// A bad file is refused with its line number and changes nothing.
 	writeConfig(t, conf, strings.Replace(v1, "size: 16MiB}", "size: 16MiB, color: red}", 1))
 	out, code := cli(t, "reload", "--state-dir", tg.StateDir)
-	if code == 0 || !strings.Contains(out, `:5:`) || !strings.Contains(out, `unknown key "color"`) {
+	if code == 0 || !strings.Contains(out, `:7:`) || !strings.Contains(out, `unknown key "color"`) {
 		t.Fatalf("bad file: exit %d, %s", code, out)
 	}
 	if st, _, _ := tur(t, raw, 0); st != 0 {
@@ -146,7 +148,9 @@ func TestReloadKeepsLibiscsiSessionReading(t *testing.T) {
 	}
 
 	// Add LUN 2 and target C, remove LUN 1 and target B.
-	writeConfig(t, conf, fmt.Sprintf(`targets:
+	writeConfig(t, conf, fmt.Sprintf(`# several initiator names log in: no single-writer lease
+access: shared
+targets:
   - name: %s
     luns:
       - {path: %s/a0.img, size: 64MiB}
@@ -192,7 +196,9 @@ func TestReloadKeepsLibiscsiSessionReading(t *testing.T) {
 	}
 
 	// SIGHUP does the same: put LUN 1 back.
-	writeConfig(t, conf, fmt.Sprintf(`targets:
+	writeConfig(t, conf, fmt.Sprintf(`# several initiator names log in: no single-writer lease
+access: shared
+targets:
   - name: %s
     luns:
       - {path: %s/a0.img, size: 64MiB}
@@ -274,7 +280,7 @@ func TestOnlineResizeSeenByLibiscsi(t *testing.T) {
 	harness.RequireTools(t, "iscsi-readcapacity16")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "iscsi-target.yaml")
-	writeConfig(t, conf, fmt.Sprintf("targets:\n  - name: %s\n    luns:\n      - {path: %s/a0.img, size: 32MiB}\n", opsA, dir))
+	writeConfig(t, conf, fmt.Sprintf("access: shared\ntargets:\n  - name: %s\n    luns:\n      - {path: %s/a0.img, size: 32MiB}\n", opsA, dir))
 	tg := startDaemon(t, harness.TargetOptions{Config: conf, IQN: opsA})
 	url := fmt.Sprintf("iscsi://%s/%s/0", tg.Portal, opsA)
 	if got := readCapacity(t, url); got != fmt.Sprint(32<<20) {
