@@ -69,6 +69,10 @@ func TestSeedIETDConfWithCHAP(t *testing.T) {
 		t.Fatalf("seed ietd.conf changed:\n%s", seed)
 	}
 	writeConfig(t, conf, strings.Replace(string(seed), "Path=/dev/sdc,", "Path="+img+",", 1))
+	// ietd's access files next to ietd.conf: everyone denied, our
+	// initiator allowed (ietd semantics: allow makes exceptions to deny).
+	writeConfig(t, filepath.Join(dir, "initiators.deny"), "ALL ALL\n")
+	writeConfig(t, filepath.Join(dir, "initiators.allow"), seedIQN+" "+libiscsiInitiator+"\n")
 
 	out, code := cli(t, "config", "check", conf)
 	if code != 0 || !strings.Contains(out, "ok (ietd.conf, 1 target(s), 1 LUN(s)") || !strings.Contains(out, "chap_min_secret_length set to 8") {
@@ -104,18 +108,23 @@ func TestSeedIETDConfWithCHAP(t *testing.T) {
 		t.Fatalf("data read back differs (%d bytes, %v)", len(got), err)
 	}
 
-	// Without credentials, or with a wrong secret, the login is refused.
-	for _, u := range []string{
-		fmt.Sprintf("iscsi://%s/%s/0", tg.Portal, seedIQN),
-		fmt.Sprintf("iscsi://%s%%wrong-secret-123@%s/%s/0", user, tg.Portal, seedIQN),
+	// Without credentials, with a wrong secret, or from an initiator the
+	// access files deny, the login is refused.
+	for _, args := range [][]string{
+		{"-i", libiscsiInitiator, fmt.Sprintf("iscsi://%s/%s/0", tg.Portal, seedIQN)},
+		{"-i", libiscsiInitiator, fmt.Sprintf("iscsi://%s%%wrong-secret-123@%s/%s/0", user, tg.Portal, seedIQN)},
+		{"-i", "iqn.2026-11.test:not-in-initiators-allow", fmt.Sprintf("iscsi://%s%%%s@%s/%s/0", user, pass, tg.Portal, seedIQN)},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		cmd := exec.CommandContext(ctx, "iscsi-readcapacity16", "-i", libiscsiInitiator, u)
+		cmd := exec.CommandContext(ctx, "iscsi-readcapacity16", args...)
 		harness.Bound(cmd, 5*time.Second)
 		out, err := cmd.CombinedOutput()
 		cancel()
 		if err == nil {
-			t.Fatalf("login to %s succeeded:\n%s", u, out)
+			t.Fatalf("login %v succeeded:\n%s", args, out)
 		}
+	}
+	if !strings.Contains(tg.Log(), "iqn.2026-11.test:not-in-initiators-allow") || !strings.Contains(tg.Log(), "status=0x0202") {
+		t.Fatal("the denied initiator was not refused with 0x0202")
 	}
 }
