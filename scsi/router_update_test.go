@@ -12,7 +12,6 @@ import (
 	"github.com/iscsi-target/iscsi-target/backstore"
 )
 
-
 var turCDB = []byte{0, 0, 0, 0, 0, 0}
 
 func reportLUNs(t *testing.T, e *env) []uint16 {
