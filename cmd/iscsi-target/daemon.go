@@ -14,7 +14,6 @@ import (
 	"reflect"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -305,7 +304,10 @@ func (d *daemon) apply(f *config.File) (*reloadResult, error) {
 				continue
 			}
 			if old, ok := rt.luns[id]; ok && old.Path == l.Path {
-				// Reopened below after the old LU is closed.
+				// Backing stores are locked by their opener: the LUN is
+				// reopened with its new options after the old LU is
+				// closed (applyLUNs). Should that fail, the LUN is gone
+				// and the error logged.
 				continue
 			}
 			lu, err := d.openLU(t.Name, l)
@@ -589,5 +591,3 @@ func fileFromFlags(sc *serveConfig) *config.File {
 	f.Targets = []config.Target{t}
 	return f
 }
-
-func joinLines(ss []string) string { return strings.Join(ss, "\n") }

@@ -368,3 +368,31 @@ func loginStatus(err error) uint16 {
 	}
 	return 0xFFFF
 }
+
+// TestReloadChangesLUNOptions: a LUN whose options change is reopened on
+// the same file; the session sees it come back with the new options.
+func TestReloadChangesLUNOptions(t *testing.T) {
+	td := startDaemon(t, confV1)
+	a, err := td.login(ini, iqnA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectUA(t, a, 0, 0x29, 0x00)
+	write := []byte{0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0}
+	if r, err := a.Command(write, make([]byte, 512), 0, targettest.CommandOptions{}); err != nil || r.Status != 0 {
+		t.Fatalf("write before: %v %+v", err, r)
+	}
+	td.setConfig(strings.Replace(confV1, "{path: DIR/a0.img, size: 1MiB}", "{path: DIR/a0.img, size: 1MiB, ro: true}", 1))
+	res, err := td.d.reload()
+	if err != nil || strings.Join(res.RemovedLUNs, ",") != iqnA+"/0" || strings.Join(res.AddedLUNs, ",") != iqnA+"/0" {
+		t.Fatalf("reload: %+v %v", res, err)
+	}
+	expectUA(t, a, 0, 0x29, 0x00) // a new LU for this nexus
+	r, err := a.Command(write, make([]byte, 512), 0, targettest.CommandOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key, asc, _ := r.SenseKey(); r.Status != 2 || key != 0x7 || asc != 0x27 {
+		t.Fatalf("write to the LUN reloaded read-only: status %d sense %x/%02x", r.Status, key, asc)
+	}
+}
