@@ -33,7 +33,8 @@ FUZZ_TARGETS := \
 	./scsi:FuzzModeSelect \
 	./scsi:FuzzUnmapParams \
 	./scsi:FuzzXCopyParams \
-	./scsi:FuzzPROUT
+	./scsi:FuzzPROUT \
+	./internal/config:FuzzParse
 
 .PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance soak clean
 

@@ -128,6 +128,8 @@ type LU struct {
 	swp    atomic.Bool
 
 	ejected atomic.Bool
+	// life counts executing commands so RemoveLU can drain them.
+	life luLife
 	// uaCount is the number of queued unit attentions over all nexuses:
 	// commands look at it before touching nexus.
 	uaCount atomic.Int32

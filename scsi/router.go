@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
-	"slices"
 	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
@@ -17,10 +16,12 @@ import (
 // §6.6.2, §6.33, §6.39). A Router holds no global state, so several can
 // live in one process.
 type Router struct {
-	lus    map[uint16]*LU
-	sorted []*LU // by LUN, for REPORT LUNS
-	ops    *[256]opEntry
-	log    *logrus.Entry
+	// tab is the current LU inventory; AddLU and RemoveLU replace it
+	// while commands run (router_update.go).
+	tab atomic.Pointer[luTable]
+	upd routerUpdate
+	ops *[256]opEntry
+	log *logrus.Entry
 	// panics counts commands that panicked; each became HARDWARE ERROR.
 	panics atomic.Uint64
 	// aborter aborts the tasks of preempted nexuses (SetTaskAborter).
@@ -36,23 +37,17 @@ var ErrUnknownLUN = errors.New("scsi: no such logical unit")
 // NewRouter returns a router over lus. Two LUs with the same ID are an
 // error.
 func NewRouter(lus []*LU) (*Router, error) {
-	r := &Router{lus: make(map[uint16]*LU, len(lus)), ops: &sbcOps}
-	for _, lu := range lus {
-		if lu == nil {
-			return nil, errors.New("scsi: nil LU")
-		}
-		if _, dup := r.lus[lu.id]; dup {
-			return nil, fmt.Errorf("scsi: duplicate LUN %d", lu.id)
-		}
-		r.lus[lu.id] = lu
-		r.sorted = append(r.sorted, lu)
+	r := &Router{ops: &sbcOps}
+	tab, err := newLUTable(lus)
+	if err != nil {
+		return nil, err
 	}
-	slices.SortFunc(r.sorted, func(a, b *LU) int { return int(a.id) - int(b.id) })
+	r.tab.Store(tab)
 	l := logrus.New()
 	l.SetOutput(io.Discard)
 	r.log = logrus.NewEntry(l)
-	if len(r.sorted) > 0 {
-		r.log = r.sorted[0].baseLog
+	if len(tab.sorted) > 0 {
+		r.log = tab.sorted[0].baseLog
 	}
 	return r, nil
 }
@@ -95,7 +90,7 @@ func (r *Router) lookup(raw uint64) *LU {
 	if !ok {
 		return nil
 	}
-	return r.lus[id]
+	return r.tab.Load().byID[id]
 }
 
 // LUNExists reports whether the raw LUN addresses a logical unit.
@@ -203,6 +198,12 @@ func (r *Router) Execute(ctx context.Context, c *Command) {
 		return
 	}
 	if st.lu != nil {
+		// RemoveLU waits for executing commands; later ones find no LU.
+		if !st.lu.life.enter() {
+			r.finish(c, ErrLUNotSupported)
+			return
+		}
+		defer st.lu.life.exit()
 		// Again at execution: a PREEMPT may have come in between.
 		err := st.lu.checkReservation(c)
 		if nexusConflict(err) && r.reap() {
@@ -309,7 +310,10 @@ func (r *Router) NexusAdded(n *Nexus) {
 	if n == nil {
 		return
 	}
-	for _, lu := range r.sorted {
+	r.upd.mu.Lock()
+	defer r.upd.mu.Unlock()
+	r.upd.track(n, true)
+	for _, lu := range r.tab.Load().sorted {
 		lu.addNexus(n)
 	}
 }
@@ -322,7 +326,10 @@ func (r *Router) NexusLost(n *Nexus) {
 	if n == nil {
 		return
 	}
-	for _, lu := range r.sorted {
+	r.upd.mu.Lock()
+	defer r.upd.mu.Unlock()
+	r.upd.track(n, false)
+	for _, lu := range r.tab.Load().sorted {
 		if lu.dropNexus(n) {
 			lu.prNexusLost(n.Key)
 		}
@@ -350,7 +357,7 @@ func (r *Router) TargetReset(cold bool) {
 	if cold {
 		asc = ASCPowerOnOccurred
 	}
-	for _, lu := range r.sorted {
+	for _, lu := range r.tab.Load().sorted {
 		lu.reset(asc)
 	}
 }
@@ -358,7 +365,7 @@ func (r *Router) TargetReset(cold bool) {
 // Flush makes every LU's completed writes durable (used at shutdown).
 func (r *Router) Flush(ctx context.Context) error {
 	var errs []error
-	for _, lu := range r.sorted {
+	for _, lu := range r.tab.Load().sorted {
 		if err := lu.dev.Flush(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("scsi: LUN %d: flush: %w", lu.id, err))
 		}
@@ -369,7 +376,7 @@ func (r *Router) Flush(ctx context.Context) error {
 // Close flushes and closes every LU.
 func (r *Router) Close() error {
 	var errs []error
-	for _, lu := range r.sorted {
+	for _, lu := range r.tab.Load().sorted {
 		errs = append(errs, lu.Close())
 	}
 	return errors.Join(errs...)

@@ -89,7 +89,7 @@ func planReportLUNs(_ *LU, c *Command) error {
 func execReportLUNs(_ context.Context, _ *LU, c *Command) error {
 	var lus []*LU
 	if c.state.rl.Select != 1 {
-		lus = c.state.r.sorted
+		lus = c.state.r.tab.Load().sorted
 	}
 	out := make([]byte, 8+8*len(lus))
 	be.PutUint32(out[0:4], uint32(8*len(lus)))

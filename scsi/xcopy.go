@@ -311,7 +311,7 @@ func (lu *LU) copySegment(ctx context.Context, c *Command, src, dst *LU, s xcopy
 // findDesignator returns the LU of this target that carries the target
 // descriptor's designator in its Device Identification VPD page.
 func (r *Router) findDesignator(t xcopyTarget) *LU {
-	for _, lu := range r.sorted {
+	for _, lu := range r.tab.Load().sorted {
 		page := lu.deviceIDPage(nil)
 		for p := 4; p+4 <= len(page); {
 			n := int(page[p+3])

@@ -33,6 +33,8 @@ type conn struct {
 	br     *bufio.Reader
 	id     uint64
 	log    *logrus.Entry
+	// nop are the liveness timers in force when the connection came.
+	nop *Timers
 
 	// Receiver-owned.
 	hdr     pdu.Header
@@ -63,7 +65,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c.log = s.log.WithFields(logrus.Fields{"conn": c.id, "remote": nc.RemoteAddr().String()})
 	c.lastRx.Store(time.Now().UnixNano())
-	tuneSocket(nc, s.cfg.NOPTimeout)
+	c.nop = s.timers.Load()
+	tuneSocket(nc, c.nop.NOPTimeout)
 	return c
 }
 

@@ -104,10 +104,10 @@ func (tx *transmitter) loop() {
 		}
 	}()
 	var tick <-chan time.Time
-	if iv := c.srv.cfg.NOPInterval; iv > 0 {
+	if iv := c.nop.NOPInterval; iv > 0 {
 		// A fine tick keeps the ping and the dead verdict within 1/8 of
 		// the configured times, so failover timing stays predictable.
-		period := min(iv, c.srv.cfg.NOPTimeout) / 8
+		period := min(iv, c.nop.NOPTimeout) / 8
 		period = min(max(period, 10*time.Millisecond), time.Second)
 		tk := time.NewTicker(period)
 		defer tk.Stop()
@@ -178,13 +178,13 @@ func (tx *transmitter) ping() error {
 	if tx.pingAt != 0 {
 		if last >= tx.pingAt {
 			tx.pingAt = 0
-		} else if time.Duration(now-tx.pingAt) >= c.srv.cfg.NOPTimeout {
+		} else if time.Duration(now-tx.pingAt) >= c.nop.NOPTimeout {
 			return errNOPTimeout
 		} else {
 			return nil
 		}
 	}
-	if time.Duration(now-last) < c.srv.cfg.NOPInterval {
+	if time.Duration(now-last) < c.nop.NOPInterval {
 		return nil
 	}
 	tx.pingTTT = c.sess.allocTTT()
@@ -220,7 +220,7 @@ func (tx *transmitter) write() error {
 		}
 	}
 	tx.wbuf = net.Buffers(tx.iov)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.NOPTimeout + 20*time.Second))
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.nop.NOPTimeout + 20*time.Second))
 	_, err := tx.wbuf.WriteTo(c.nc)
 	for i := range tx.batch {
 		if it := &tx.batch[i]; it.kind == txTask {

@@ -5,9 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
+
+	"github.com/iscsi-target/iscsi-target/internal/config"
 )
 
 // lunSpec is one parsed --lun value:
@@ -124,54 +125,11 @@ func parseLUNSpec(s string) (lunSpec, error) {
 	return spec, nil
 }
 
-// checkSerial enforces what VPD page 80h can carry: printable ASCII, at
-// most 64 bytes here.
-func checkSerial(s string) error {
-	if len(s) > 64 {
-		return fmt.Errorf("serial %q: at most 64 characters", s)
-	}
-	for _, r := range s {
-		if r < 0x21 || r > 0x7e {
-			return fmt.Errorf("serial %q: only printable ASCII without spaces", s)
-		}
-	}
-	return nil
-}
+// checkSerial enforces what VPD page 80h can carry (config.CheckSerial).
+func checkSerial(s string) error { return config.CheckSerial(s) }
 
-// parseSize accepts a byte count with an optional unit: binary KiB, MiB,
-// GiB, TiB (also K, M, G, T), decimal KB, MB, GB, TB, or B.
-func parseSize(s string) (int64, error) {
-	orig := s
-	s = strings.TrimSpace(s)
-	i := 0
-	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
-		i++
-	}
-	num, unit := s[:i], strings.TrimSpace(s[i:])
-	if num == "" {
-		return 0, fmt.Errorf("invalid size %q: want a number with an optional unit (512MiB, 4GiB, 1TB)", orig)
-	}
-	mult := map[string]float64{
-		"": 1, "B": 1,
-		"K": 1 << 10, "KiB": 1 << 10, "KB": 1e3,
-		"M": 1 << 20, "MiB": 1 << 20, "MB": 1e6,
-		"G": 1 << 30, "GiB": 1 << 30, "GB": 1e9,
-		"T": 1 << 40, "TiB": 1 << 40, "TB": 1e12,
-	}
-	m, ok := mult[unit]
-	if !ok {
-		return 0, fmt.Errorf("invalid size %q: unknown unit %q (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)", orig, unit)
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil {
-		return 0, fmt.Errorf("invalid size %q: %v", orig, err)
-	}
-	v := f * m
-	if v < 1 || v > math.MaxInt64/2 || v != math.Trunc(v) {
-		return 0, fmt.Errorf("invalid size %q: must be a whole, positive number of bytes", orig)
-	}
-	return int64(v), nil
-}
+// parseSize accepts a byte count with an optional unit (config.ParseSize).
+func parseSize(s string) (int64, error) { return config.ParseSize(s) }
 
 // assignIDs numbers LUNs without id= in order, skipping explicit ids, and
 // rejects duplicates.

@@ -45,6 +45,9 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serveCommand(),
 			sessionsCommand(),
+			reloadCommand(),
+			lunCommand(),
+			configCommand(),
 			leaseCommand(),
 			{
 				Name:  "version",
