@@ -50,6 +50,12 @@ type transmitter struct {
 	wbuf  net.Buffers
 	batch []txItem
 
+	// Per-PDU scratch: fields of the transmitter rather than locals, so
+	// that passing them to the CRC and copy helpers does not move them to
+	// the heap on every PDU.
+	hdr  pdu.BHS
+	tail pdu.Tail
+
 	pingTTT uint32
 	pingAt  int64
 }
@@ -272,9 +278,8 @@ func (tx *transmitter) addPDU(h *pdu.BHS, advance bool, data []byte) {
 		return
 	}
 	tx.iov = append(tx.iov, data)
-	var tail pdu.Tail
-	tail.Compute(d, data)
-	if tb := tail.Bytes(); len(tb) > 0 {
+	tx.tail.Compute(d, data)
+	if tb := tx.tail.Bytes(); len(tb) > 0 {
 		b := tx.reserve(len(tb))
 		copy(b, tb)
 		tx.iov = append(tx.iov, b)
@@ -326,9 +331,8 @@ func (tx *transmitter) addTask(t *task) {
 			if inBurst == burst {
 				inBurst = 0
 			}
-			var h pdu.BHS
-			di.Marshal(&h)
-			tx.addPDU(&h, last, cmd.DataIn[off:off+l])
+			di.Marshal(&tx.hdr)
+			tx.addPDU(&tx.hdr, last, cmd.DataIn[off:off+l])
 			dataSN++
 			off += l
 		}
@@ -343,8 +347,7 @@ func (tx *transmitter) addTask(t *task) {
 		ResidualCount:    residual,
 		ExpDataSN:        t.r2tSN,
 	}
-	var h pdu.BHS
-	resp.Marshal(&h)
+	resp.Marshal(&tx.hdr)
 	var data []byte
 	if cmd.SenseLen > 0 && status == scsi.StatusCheckCondition {
 		// Sense data: a 2-byte SenseLength, then the sense (RFC 7143 §11.4.7).
@@ -352,5 +355,5 @@ func (tx *transmitter) addTask(t *task) {
 		binary.BigEndian.PutUint16(data, uint16(cmd.SenseLen))
 		copy(data[2:], cmd.Sense[:cmd.SenseLen])
 	}
-	tx.addPDU(&h, true, data)
+	tx.addPDU(&tx.hdr, true, data)
 }

@@ -36,6 +36,9 @@ type Options struct {
 	LUNs []LUN
 	// Configure may adjust the server configuration before it starts.
 	Configure func(*target.Config)
+	// Quiet logs at info level instead of debug (benchmarks and
+	// allocation tests: debug logging allocates per command).
+	Quiet bool
 }
 
 // Target is a running in-process target.
@@ -86,6 +89,9 @@ func Start(t testing.TB, o Options) *Target {
 	lg := logrus.New()
 	lg.Out = logs
 	lg.SetLevel(logrus.DebugLevel)
+	if o.Quiet {
+		lg.SetLevel(logrus.InfoLevel)
+	}
 	log := logrus.NewEntry(lg)
 	tg := &Target{IQN: o.IQN, Log: logs, done: make(chan error, 1)}
 	var lus []*scsi.LU
