@@ -28,6 +28,7 @@ DEB_PACKAGES := libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 qemu-sy
 FUZZ_TARGETS := \
 	./target/pdu:FuzzBHS \
 	./target/pdu:FuzzTextKeys \
+	./target:FuzzSession \
 	./scsi:FuzzCDB \
 	./scsi:FuzzModeSelect \
 	./scsi:FuzzUnmapParams

@@ -115,3 +115,17 @@ type ExtentMapper interface {
 type Resizer interface {
 	Refresh() (Info, error)
 }
+
+// FailedAt returns the byte offset of the first byte an I/O error was about,
+// when the error knows it (a read or write that failed part way, or an
+// injected fault). The scsi package reports it as the failing LBA in the
+// sense data's INFORMATION field.
+func FailedAt(err error) (int64, bool) {
+	var f interface{ FailedOffset() int64 }
+	if errors.As(err, &f) {
+		if off := f.FailedOffset(); off >= 0 {
+			return off, true
+		}
+	}
+	return 0, false
+}

@@ -179,7 +179,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) error {
 	for done := 0; done < len(p); {
 		m, err := f.ops.pread(f.fd, p[done:], off+int64(done))
 		if err != nil {
-			return f.fail(opRead, off, n, err)
+			return failAt(f.path, opRead, off, n, off+int64(done), err)
 		}
 		if m == 0 {
 			return &opError{Op: opRead, Path: f.path, Off: off, Len: n, Kind: ErrIO, Err: io.ErrUnexpectedEOF,
@@ -208,8 +208,8 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64, flags WriteFlag
 		return nil
 	}
 	if flags&WriteFUA == 0 {
-		if _, err := f.writeFull(f.ops.pwrite, p, off); err != nil {
-			return f.fail(opWrite, off, n, err)
+		if done, err := f.writeFull(f.ops.pwrite, p, off); err != nil {
+			return failAt(f.path, opWrite, off, n, off+int64(done), err)
 		}
 		return nil
 	}

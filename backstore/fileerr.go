@@ -46,6 +46,20 @@ type opError struct {
 	Kind error  // a package sentinel, or nil
 	Msg  string // an explanation that replaces Kind's text, or ""
 	Err  error  // the cause, or nil
+	// at is 1 + the offset of the first byte that failed, 0 when unknown.
+	at int64
+}
+
+// FailedOffset is the first failing byte, or -1 (see FailedAt).
+func (e *opError) FailedOffset() int64 { return e.at - 1 }
+
+// failAt wraps err like File.fail and records the first failing byte.
+func failAt(path, op string, off, n, at int64, err error) error {
+	e := wrapErr(path, op, off, n, err)
+	if oe, ok := e.(*opError); ok && oe.Kind == ErrIO {
+		oe.at = at + 1
+	}
+	return e
 }
 
 func (e *opError) Error() string {

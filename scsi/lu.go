@@ -328,6 +328,11 @@ func (lu *LU) wp(n *Nexus) bool { return lu.readOnly || lu.swp.Load() || (n != n
 // ioError turns a backstore error into sense data through
 // senseFromDevice and logs our own failures at Error level.
 func (lu *LU) ioError(c *Command, err error, op ioOp, lba uint64, hasLBA bool) error {
+	if off, ok := backstore.FailedAt(err); ok && hasLBA && uint64(off)>>lu.bsShift >= lba {
+		// The device knows which block failed: report that one, not the
+		// first block of the command (SBC-4 §4.18.1, INFORMATION field).
+		lba = uint64(off) >> lu.bsShift
+	}
 	s, serious := senseFromDevice(err, op, lba, hasLBA)
 	if serious {
 		lu.log.WithFields(logrus.Fields{"op": OpCode(c.CDB[0]).String(), "itt": c.Tag, "lba": lba}).

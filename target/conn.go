@@ -28,9 +28,11 @@ const loginMaxSegment = 8192
 type conn struct {
 	srv *Server
 	nc  net.Conn
-	br  *bufio.Reader
-	id  uint64
-	log *logrus.Entry
+	// source is the remote IP address (per-source connection limit).
+	source string
+	br     *bufio.Reader
+	id     uint64
+	log    *logrus.Entry
 
 	// Receiver-owned.
 	hdr     pdu.Header

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/iscsi-target/iscsi-target/internal/bufpool"
 	"github.com/iscsi-target/iscsi-target/scsi"
 	"github.com/iscsi-target/iscsi-target/target/pdu"
 )
@@ -117,8 +118,16 @@ func (c *conn) handleSCSICommand() error {
 		t.want = min(cmd.XferLen, t.edtl)
 	}
 	if t.want > 0 {
-		t.buf = s.srv.bufs.Get(int(t.want))
-		t.data = *t.buf
+		if n := int64(bufpool.ClassSize(int(t.want))); s.srv.budget.try(n) || c.waitBudget(t, n) {
+			t.charge = n
+			t.buf = s.srv.bufs.Get(int(t.want))
+			t.data = *t.buf
+		} else {
+			// The data buffers are all lent out: answer TASK SET FULL
+			// (the initiator retries later) and absorb the data.
+			cmd.Status, cmd.SenseLen = scsi.StatusTaskSetFull, 0
+			t.complete, t.want = true, 0
+		}
 	}
 	if c.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
 		lun, _ := scsi.DecodeLUN(t.lun)
@@ -132,6 +141,27 @@ func (c *conn) handleSCSICommand() error {
 	}
 	c.progress(t)
 	return nil
+}
+
+// waitBudget waits for n bytes of the data budget for write t, unless
+// waiting could hold up Data-Out the connection still has to receive for
+// its other tasks (then it reports false at once). Receiver only.
+func (c *conn) waitBudget(t *task, n int64) bool {
+	s := c.sess
+	s.mu.Lock()
+	busy := false
+	for _, o := range s.tasks {
+		if o != t && o.state == stateCollecting && !o.ready {
+			busy = true
+			break
+		}
+	}
+	s.mu.Unlock()
+	if busy {
+		s.srv.budget.refused.Add(1)
+		return false
+	}
+	return s.srv.budget.acquire(n, c.closed)
 }
 
 // readSegment reads the current PDU's n-byte data segment, keeping the
@@ -355,6 +385,15 @@ func (s *session) execute(t *task) {
 		cmd := &t.cmd
 		if cmd.Dir == scsi.DirIn {
 			if n := min(t.edtl, cmd.XferLen); n > 0 {
+				charge := int64(bufpool.ClassSize(int(n)))
+				// try first: t.Done() makes the task's channel, which
+				// only a wait needs.
+				if !s.srv.budget.try(charge) && !s.srv.budget.acquire(charge, t.Done()) {
+					// Aborted while waiting for buffer memory.
+					s.finish(t)
+					return
+				}
+				t.charge = charge
 				t.buf = s.srv.bufs.Get(int(n))
 				t.data = *t.buf
 				cmd.DataIn = t.data

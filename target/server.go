@@ -33,6 +33,10 @@ type Node struct {
 	TPGT uint16
 	// Router executes SCSI commands for the node's LUNs.
 	Router *scsi.Router
+	// MaxSessions bounds the normal sessions of this node (ietd's
+	// MaxSessions); further logins get Login Response 0x0302 (out of
+	// resources). 0 means no limit.
+	MaxSessions int
 }
 
 // Config configures a Server. Zero values select the documented defaults.
@@ -58,6 +62,16 @@ type Config struct {
 	// connection is declared dead; default 10 s. It also sets
 	// TCP_USER_TIMEOUT on accepted connections.
 	NOPTimeout time.Duration
+	// MaxConnections bounds the connections open at once, in login or
+	// later; default 1024. Connections beyond it are closed on accept.
+	MaxConnections int
+	// MaxConnectionsPerSource bounds the connections from one source IP
+	// address; default 64.
+	MaxConnectionsPerSource int
+	// DataBufferBudget bounds the memory lent to commands as data buffers,
+	// across all sessions; default 256 MiB. Commands beyond it wait (or a
+	// write is answered TASK SET FULL), they never allocate more.
+	DataBufferBudget int64
 	// LoginTimeout bounds the whole login phase; default 15 s.
 	LoginTimeout time.Duration
 	// LogoutTime2Wait is Parameter3 of the logout request sent at shutdown:
@@ -102,6 +116,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.NOPTimeout <= 0 {
 		c.NOPTimeout = 10 * time.Second
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 1024
+	}
+	if c.MaxConnectionsPerSource <= 0 {
+		c.MaxConnectionsPerSource = 64
+	}
+	if c.DataBufferBudget <= 0 {
+		c.DataBufferBudget = 256 << 20
 	}
 	if c.LoginTimeout <= 0 {
 		c.LoginTimeout = 15 * time.Second
@@ -180,12 +203,21 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	perSource map[string]int // open connections by source IP
 	closing   bool
 	connWG    sync.WaitGroup
 
 	sessions sessionTable
 	nextID   atomic.Uint64
 	tasks    sync.Pool
+	budget   *budget
+
+	// Logins refused by Node.MaxSessions.
+	refusedSessions atomic.Uint64
+	// Connections refused on accept because of MaxConnections and
+	// MaxConnectionsPerSource.
+	refusedTotal, refusedSource atomic.Uint64
+	lastRefusalLog              atomic.Int64
 }
 
 // NewServer validates cfg and returns a server ready to Serve.
@@ -203,6 +235,8 @@ func NewServer(cfg Config) (*Server, error) {
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
+		perSource: make(map[string]int),
+		budget:    newBudget(cfg.DataBufferBudget),
 	}
 	s.sessions.init()
 	s.tasks.New = func() any { return new(task) }
@@ -279,16 +313,39 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-// newConn registers a connection; it returns nil when the server is closing.
+// newConn registers a connection; it returns nil when the server is
+// closing or the connection is over a limit (then it is closed at once).
 func (s *Server) newConn(nc net.Conn) *conn {
+	src := sourceIP(nc.RemoteAddr())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		nc.Close()
 		return nil
 	}
+	var over string
+	switch {
+	case len(s.conns) >= s.cfg.MaxConnections:
+		s.refusedTotal.Add(1)
+		over = "MaxConnections"
+	case s.perSource[src] >= s.cfg.MaxConnectionsPerSource:
+		s.refusedSource.Add(1)
+		over = "MaxConnectionsPerSource"
+	}
+	if over != "" {
+		nc.Close()
+		// At most one line a second: a flood must not flood the log.
+		now := time.Now().UnixNano()
+		if last := s.lastRefusalLog.Load(); now-last >= int64(time.Second) && s.lastRefusalLog.CompareAndSwap(last, now) {
+			s.log.WithFields(logrus.Fields{"remote": nc.RemoteAddr().String(), "limit": over,
+				"refused_total": s.refusedTotal.Load() + s.refusedSource.Load()}).Warn("iscsi: connection refused: limit reached")
+		}
+		return nil
+	}
 	c := newConn(s, nc)
+	c.source = src
 	s.conns[c] = struct{}{}
+	s.perSource[src]++
 	s.connWG.Add(1)
 	return c
 }
@@ -296,8 +353,55 @@ func (s *Server) newConn(nc net.Conn) *conn {
 func (s *Server) forgetConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if s.perSource[c.source]--; s.perSource[c.source] <= 0 {
+		delete(s.perSource, c.source)
+	}
 	s.mu.Unlock()
 	s.connWG.Done()
+}
+
+// sourceIP is the IP address of a remote address, the unit of the
+// per-source connection limit.
+func sourceIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// LimitStats counts what the resource limits refused or delayed.
+type LimitStats struct {
+	// ConnectionsRefusedTotal and ConnectionsRefusedPerSource count
+	// connections closed on accept by MaxConnections and
+	// MaxConnectionsPerSource.
+	ConnectionsRefusedTotal     uint64
+	ConnectionsRefusedPerSource uint64
+	// SessionsRefused counts logins refused by Node.MaxSessions.
+	SessionsRefused uint64
+	// DataBufferWaits counts commands that waited for buffer memory;
+	// DataBufferRefusals writes answered TASK SET FULL for lack of it.
+	DataBufferWaits    uint64
+	DataBufferRefusals uint64
+	// DataBufferBytes is the budget in use now; DataBufferLimit its size.
+	DataBufferBytes int64
+	DataBufferLimit int64
+}
+
+// LimitStats returns the resource-limit counters.
+func (s *Server) LimitStats() LimitStats {
+	return LimitStats{
+		ConnectionsRefusedTotal:     s.refusedTotal.Load(),
+		ConnectionsRefusedPerSource: s.refusedSource.Load(),
+		SessionsRefused:             s.refusedSessions.Load(),
+		DataBufferWaits:             s.budget.waits.Load(),
+		DataBufferRefusals:          s.budget.refused.Load(),
+		DataBufferBytes:             s.budget.used.Load(),
+		DataBufferLimit:             s.budget.limit,
+	}
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, asks every
@@ -401,6 +505,10 @@ type SessionInfo struct {
 	Params        string
 	Since         time.Time
 }
+
+// DataBuffersInUse is the capacity of the pooled data buffers currently
+// lent to commands; 0 once every command has completed or been aborted.
+func (s *Server) DataBuffersInUse() int64 { return s.bufs.Stats().OutstandingBytes }
 
 // Sessions lists the current sessions.
 func (s *Server) Sessions() []SessionInfo {

@@ -92,6 +92,18 @@ func (t *sessionTable) create(c *conn, sp sessionSpec) (*session, uint16, string
 		}
 	}
 	defer t.mu.Unlock()
+	if n := sp.node; n != nil && !sp.discovery && n.MaxSessions > 0 {
+		count := 0
+		for _, s := range t.byT {
+			if s.node == n && !s.discovery {
+				count++
+			}
+		}
+		if count >= n.MaxSessions {
+			c.srv.refusedSessions.Add(1)
+			return nil, pdu.LoginOutOfResources, fmt.Sprintf("target has its maximum of %d sessions", n.MaxSessions)
+		}
+	}
 	tsih, ok := t.allocTSIH()
 	if !ok {
 		return nil, pdu.LoginOutOfResources, "no TSIH available"

@@ -58,8 +58,9 @@ type task struct {
 	seq       uint64 // delivery order within the session
 	lunEpoch  uint64 // node reset epoch of the LUN at delivery
 
-	buf  *[]byte // from the server's buffer pool
-	data []byte  // the part of buf in use
+	buf    *[]byte // from the server's buffer pool
+	data   []byte  // the part of buf in use
+	charge int64   // bytes of the server's data budget held for buf
 
 	// Data-Out reception, owned by the receiver.
 	want        uint32 // Data-Out bytes kept (min of SCSI length and EDTL)
@@ -135,6 +136,10 @@ func (t *task) releaseBuf() {
 		t.buf = nil
 		t.data = nil
 	}
+	if t.charge != 0 {
+		t.sess.srv.budget.release(t.charge)
+		t.charge = 0
+	}
 }
 
 func (s *Server) getTask(sess *session) *task {
@@ -162,6 +167,7 @@ type scheduler struct {
 	work        chan *task
 	workers     int
 	idle        int
+	pending     int // tasks sent to work and not yet taken by a worker
 	maxWorkers  int
 	stopped     bool
 }
@@ -233,7 +239,11 @@ func (q *scheduler) start(t *task) {
 	}
 	t.state = stateRunning
 	q.work <- t
-	if q.idle == 0 && q.workers < q.maxWorkers && !q.stopped {
+	q.pending++
+	// A worker that has taken a task from the channel but not yet
+	// counted it is still in both pending and idle, so pending > idle
+	// means some task has no worker waiting for it.
+	if q.pending > q.idle && q.workers < q.maxWorkers && !q.stopped {
 		q.workers++
 		go q.worker()
 	}
@@ -290,6 +300,9 @@ func (q *scheduler) worker() {
 		case t, ok := <-q.work:
 			s.mu.Lock()
 			q.idle--
+			if ok {
+				q.pending--
+			}
 			if !ok {
 				q.workers--
 				s.mu.Unlock()

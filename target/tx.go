@@ -3,7 +3,9 @@ package target
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
+	"runtime/debug"
 	"time"
 
 	"github.com/iscsi-target/iscsi-target/scsi"
@@ -98,6 +100,15 @@ func (tx *transmitter) sendTask(t *task) {
 func (tx *transmitter) loop() {
 	c := tx.c
 	defer close(tx.done)
+	defer func() {
+		// A panic here costs this connection only: the session ends as
+		// if the connection had dropped.
+		if r := recover(); r != nil {
+			c.log.WithField("panic", r).Errorf("iscsi: panic in connection transmitter\n%s", debug.Stack())
+			c.close(fmt.Errorf("iscsi: panic: %v", r))
+			tx.drain()
+		}
+	}()
 	var tick <-chan time.Time
 	if iv := c.srv.cfg.NOPInterval; iv > 0 {
 		period := min(iv, c.srv.cfg.NOPTimeout) / 2

@@ -36,6 +36,9 @@ type Options struct {
 	LUNs []LUN
 	// Configure may adjust the server configuration before it starts.
 	Configure func(*target.Config)
+	// Wrap, if set, may replace LUN i's memory device (for example with a
+	// fault-injecting backstore/faulty.Device) before the LU is created.
+	Wrap func(i int, dev backstore.Device) backstore.Device
 	// Quiet logs at info level instead of debug (benchmarks and
 	// allocation tests: debug logging allocates per command).
 	Quiet bool
@@ -101,9 +104,13 @@ func Start(t testing.TB, o Options) *Target {
 		}
 		dev := backstore.NewMemory(l.Size)
 		tg.Devices = append(tg.Devices, dev)
+		var bdev backstore.Device = dev
+		if o.Wrap != nil {
+			bdev = o.Wrap(i, dev)
+		}
 		lu, err := scsi.NewLU(scsi.LUConfig{
 			ID:        uint16(i),
-			Device:    dev,
+			Device:    bdev,
 			BlockSize: l.BlockSize,
 			ReadOnly:  l.ReadOnly,
 			Thin:      l.Thin,
