@@ -54,6 +54,7 @@ func main() {
 		out       string
 		noMemory  bool
 		quiet     time.Duration
+		profile   int
 	)
 	flag.IntVar(&cfg.Rounds, "rounds", envInt("BENCH_ROUNDS", 3), "rounds (medians are reported)")
 	flag.Float64Var(&cfg.Seconds, "seconds", envFloat("BENCH_SECONDS", 5), "approximate length of each measured run")
@@ -66,6 +67,7 @@ func main() {
 	flag.DurationVar(&quiet, "quiet-wait", 10*time.Second, "wait up to this long before each run for the machine to be < 25% busy")
 	flag.IntVar(&cfg.Attempts, "attempts", envInt("BENCH_ATTEMPTS", 3), "runs per measurement while other processes are busy")
 	flag.Float64Var(&cfg.NoiseLimit, "noise-limit", 0.15, "share of the machine other processes may use before a run is repeated")
+	flag.IntVar(&profile, "profile", 0, "instead of the table: CPU-profile an in-process target under this many 4 KiB random reads and then writes (QD32), writing cpu-4k.pprof and cpu-4k.txt")
 	flag.StringVar(&out, "out", "out/bench", "output directory for bench.md and bench.json")
 	flag.Parse()
 	cfg.Targets = strings.Split(targets, ",")
@@ -76,6 +78,25 @@ func main() {
 	cfg.QuietWait = quiet
 	cfg.Log = os.Stderr
 
+	if profile > 0 {
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			fatal(err)
+		}
+		dir, err := os.MkdirTemp("", "bench-profile-")
+		if err != nil {
+			fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		top, err := bench.Profile(context.Background(), dir, filepath.Join(out, "cpu-4k.pprof"), profile)
+		if err != nil {
+			fatal(err)
+		}
+		fmt.Println(top)
+		if err := os.WriteFile(filepath.Join(out, "cpu-4k.txt"), []byte(top+"\n"), 0o644); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (tgtd, network namespace for gotgt)")
 		os.Exit(2)
