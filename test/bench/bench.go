@@ -178,6 +178,15 @@ func (t *target) dial() (net.Conn, error) {
 	return harness.DialNetns(t.peer.Netns, t.peer.Portal, 5*time.Second)
 }
 
+// dialFrom dials from the i-th of many loopback source addresses, 50
+// connections per address (targets limit connections per source).
+func (t *target) dialFrom(i int) DialFunc {
+	ip := fmt.Sprintf("127.0.%d.%d", 1+i/50/250, 1+i/50%250)
+	return func() (net.Conn, error) {
+		return harness.DialNetnsFrom(t.peer.Netns, ip, t.peer.Portal, 5*time.Second)
+	}
+}
+
 func (t *target) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	if t.peer == nil {
 		return exec.CommandContext(ctx, name, args...)
@@ -629,7 +638,7 @@ func memory(ctx context.Context, cfg Config, t *target) Memory {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			d, err := NewDriver(t.dial, t.iqn, uint64(t.lun), isid(i), "iqn.2026-11.test:bench-idle")
+			d, err := NewDriver(t.dialFrom(i), t.iqn, uint64(t.lun), isid(i), "iqn.2026-11.test:bench-idle")
 			drivers[i] = d
 			errs <- err
 		}()
@@ -706,7 +715,7 @@ func loadPass(cfg Config, t *target, pid, pass int) (int64, int, error) {
 	dur := time.Duration(max(cfg.Seconds, 2) * float64(time.Second))
 	for i := 0; i < cfg.Load; i++ {
 		go func() {
-			d, err := NewDriver(t.dial, t.iqn, uint64(t.lun),
+			d, err := NewDriver(t.dialFrom(i), t.iqn, uint64(t.lun),
 				pdu.ISID{0x80, 0xbe, 0x4e, byte(pass), byte(i >> 8), byte(i)}, "iqn.2026-11.test:bench-load")
 			if err != nil {
 				out <- res{0, err}

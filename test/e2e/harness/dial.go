@@ -13,8 +13,19 @@ import (
 // ("" = the current one) and returns it. A socket keeps the namespace it
 // was created in, so the connection stays usable from any goroutine.
 func DialNetns(ns, addr string, timeout time.Duration) (net.Conn, error) {
+	return DialNetnsFrom(ns, "", addr, timeout)
+}
+
+// DialNetnsFrom is DialNetns from local IP address local ("" = chosen by
+// the kernel), e.g. one of many 127.x.y.z addresses so that per-source
+// connection limits do not apply to a load generator.
+func DialNetnsFrom(ns, local, addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
 	if ns == "" {
-		return net.DialTimeout("tcp", addr, timeout)
+		return d.Dial("tcp", addr)
 	}
 	type result struct {
 		c   net.Conn
@@ -44,7 +55,7 @@ func DialNetns(ns, addr string, timeout time.Duration) (net.Conn, error) {
 			ch <- result{nil, fmt.Errorf("setns %s: %w", ns, err)}
 			return
 		}
-		c, derr := net.DialTimeout("tcp", addr, timeout)
+		c, derr := d.Dial("tcp", addr)
 		if err := setns(int(orig.Fd())); err == nil {
 			runtime.UnlockOSThread()
 		}
