@@ -6,6 +6,7 @@
 #   make build        the daemon in bin/
 #   make conformance  the libiscsi suite, ours beside tgt and gotgt v0.2.2
 #   make fuzz         long fuzzing runs (FUZZTIME per target, default 5m)
+#   make soak         the 10-minute soak and a 60-round SIGKILL crash loop
 #   make bench        performance, ours beside tgt, gotgt v0.2.2 and the raw
 #                     file (BENCH_ROUNDS, BENCH_SECONDS; out/bench/)
 
@@ -31,9 +32,10 @@ FUZZ_TARGETS := \
 	./target:FuzzSession \
 	./scsi:FuzzCDB \
 	./scsi:FuzzModeSelect \
-	./scsi:FuzzUnmapParams
+	./scsi:FuzzUnmapParams \
+	./scsi:FuzzPROUT
 
-.PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance bench clean
+.PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance soak bench clean
 
 all: build
 
@@ -73,6 +75,13 @@ fuzz:
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
+
+SOAK_DURATION    ?= 10m
+CRASH_ITERATIONS ?= 60
+
+soak: deps
+	SOAK_DURATION=$(SOAK_DURATION) CRASH_ITERATIONS=$(CRASH_ITERATIONS) \
+		$(GO) test -count=1 -tags e2e -timeout 60m -v -run '^(TestSoak|TestCrashLoop)$$' ./test/e2e/
 
 e2e:
 	@mkdir -p out

@@ -71,6 +71,10 @@ type LUConfig struct {
 	// StatePath is the file holding saved mode page values (WCE, D_SENSE,
 	// SWP). Empty means mode pages cannot be saved. NewLU loads it.
 	StatePath string
+	// PRStatePath is the file holding persistent reservations activated
+	// with APTPL (pr_state.go). Empty means APTPL is not supported
+	// (PTPL_C 0). NewLU restores it and fails on a corrupt file.
+	PRStatePath string
 	// Log receives the LU's messages; nil discards them.
 	Log *logrus.Entry
 }
@@ -127,6 +131,8 @@ type LU struct {
 	mu    sync.Mutex // guards nexus and saved; serialises MODE SELECT
 	nexus map[NexusKey]*nexusState
 	saved modeValues
+
+	pr prUnit // persistent and SPC-2 reservations (pr.go)
 
 	cawMu     sync.Mutex // serialises COMPARE AND WRITE and ORWRITE
 	zeroOnce  sync.Once
@@ -219,6 +225,9 @@ func NewLU(cfg LUConfig) (*LU, error) {
 		}
 	}
 	lu.setCurrent(lu.saved)
+	if err := lu.initPR(cfg.PRStatePath); err != nil {
+		return nil, fmt.Errorf("scsi: LUN %d: %w", cfg.ID, err)
+	}
 	lu.blockPool.New = func() any { b := alignedBuf(int(lu.bs)); return &b }
 	lu.chunkPool.New = func() any { b := alignedBuf(chunkBytes); return &b }
 	return lu, nil
@@ -493,16 +502,20 @@ func (lu *LU) addNexus(n *Nexus) {
 }
 
 // dropNexus forgets nexus n, its unit attentions and its PREVENT state,
-// unless another nexus with the same key replaced it meanwhile.
-func (lu *LU) dropNexus(n *Nexus) {
+// unless another nexus with the same key replaced it meanwhile (then it
+// returns false).
+func (lu *LU) dropNexus(n *Nexus) bool {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	ns := lu.nexus[n.Key]
-	if ns == nil || (ns.owner != nil && ns.owner != n) {
-		return
+	if ns != nil && ns.owner != nil && ns.owner != n {
+		return false
 	}
-	lu.uaCount.Add(-int32(ns.nua))
-	delete(lu.nexus, n.Key)
+	if ns != nil {
+		lu.uaCount.Add(-int32(ns.nua))
+		delete(lu.nexus, n.Key)
+	}
+	return true
 }
 
 // prevented reports whether any nexus prevents medium removal. lu.mu must
@@ -527,4 +540,5 @@ func (lu *LU) reset(asc ASC) {
 	}
 	lu.setCurrent(lu.saved)
 	lu.mu.Unlock()
+	lu.prReset()
 }

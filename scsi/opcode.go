@@ -79,9 +79,11 @@ var opNames = [256]string{
 	OpWriteAndVerify12: "WRITE AND VERIFY(12)", OpVerify12: "VERIFY(12)",
 	OpReadDefectData12: "READ DEFECT DATA(12)",
 	// Commands we do not implement but that initiators send; named for logs.
-	0x04: "FORMAT UNIT", 0x16: "RESERVE(6)", 0x17: "RELEASE(6)", 0x1C: "RECEIVE DIAGNOSTIC RESULTS",
+	OpReserve6: "RESERVE(6)", OpRelease6: "RELEASE(6)", OpReserve10: "RESERVE(10)", OpRelease10: "RELEASE(10)",
+	OpPersistentReserveIn: "PERSISTENT RESERVE IN", OpPersistentReserveOut: "PERSISTENT RESERVE OUT",
+	0x04: "FORMAT UNIT", 0x1C: "RECEIVE DIAGNOSTIC RESULTS",
 	0x1D: "SEND DIAGNOSTIC", 0x3B: "WRITE BUFFER", 0x3C: "READ BUFFER", 0x4D: "LOG SENSE",
-	0x4C: "LOG SELECT", 0x5E: "PERSISTENT RESERVE IN", 0x5F: "PERSISTENT RESERVE OUT",
+	0x4C: "LOG SELECT",
 	0x83: "EXTENDED COPY", 0x84: "RECEIVE COPY RESULTS", 0x85: "ATA PASS-THROUGH(16)",
 	0x9C: "WRITE ATOMIC(16)", 0xA1: "ATA PASS-THROUGH(12)", 0xA2: "SECURITY PROTOCOL IN",
 	0x48: "SANITIZE", 0xB5: "SECURITY PROTOCOL OUT",
@@ -172,6 +174,14 @@ var sbcOps = [256]opEntry{
 	OpModeSelect10:     {usage: u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), plan: planModeSelect, exec: execModeSelect},
 	OpModeSense10:      {usage: u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), plan: planModeSense, exec: execModeSense},
 
+	// Reservations (pr*.go, reserve.go).
+	OpReserve6:             {usage: reserveUsage(OpReserve6), plan: planNoData, exec: execReserve},
+	OpRelease6:             {usage: reserveUsage(OpRelease6), plan: planNoData, exec: execRelease},
+	OpReserve10:            {usage: reserveUsage(OpReserve10), plan: planNoData, exec: execReserve},
+	OpRelease10:            {usage: reserveUsage(OpRelease10), plan: planNoData, exec: execRelease},
+	OpPersistentReserveIn:  {sas: prinSAs},
+	OpPersistentReserveOut: {sas: proutSAs},
+
 	OpRead16:           {usage: u16(0x88, 0xFE, 0x3F), flags: flagMedium, plan: planRead, exec: execRead},
 	OpCompareAndWrite:  {usage: u(0x89, 0xFA, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0x3F, 0), flags: flagMedium | flagWrite, plan: planCompareAndWrite, exec: execCompareAndWrite},
 	OpWrite16:          {usage: u16(0x8A, 0xFA, 0x3F), flags: flagMedium | flagWrite, plan: planWrite, exec: execWrite},
@@ -238,8 +248,11 @@ func lookupOp(ops *[256]opEntry, cdb []byte) (*opEntry, error) {
 
 // hasSA reports whether the entry is a service action of its opcode.
 func (e *opEntry) hasSA() bool {
-	op := OpCode(e.usage[0])
-	return op == OpServiceActionIn || op == OpMaintenanceIn
+	switch OpCode(e.usage[0]) {
+	case OpServiceActionIn, OpMaintenanceIn, OpPersistentReserveIn, OpPersistentReserveOut:
+		return true
+	}
+	return false
 }
 
 // checkUsage rejects CDB bits outside the usage map, including the

@@ -23,6 +23,8 @@ type Router struct {
 	log    *logrus.Entry
 	// panics counts commands that panicked; each became HARDWARE ERROR.
 	panics atomic.Uint64
+	// aborter aborts the tasks of preempted nexuses (SetTaskAborter).
+	aborter atomic.Pointer[TaskAborter]
 }
 
 // ErrUnknownLUN is returned by LogicalUnitReset for a LUN without LU.
@@ -149,6 +151,11 @@ func (r *Router) precheck(lu *LU, e *opEntry, c *Command) error {
 	if err := e.checkUsage(c.CDB); err != nil {
 		return err
 	}
+	if lu != nil {
+		if err := lu.checkReservation(c); err != nil {
+			return err
+		}
+	}
 	if lu != nil && e.flags&flagWrite != 0 {
 		if err := lu.writeProtected(c.Nexus); err != nil {
 			return err
@@ -181,6 +188,13 @@ func (r *Router) Execute(ctx context.Context, c *Command) {
 		r.finish(c, ErrCommandAborted)
 		return
 	}
+	if st.lu != nil {
+		// Again at execution: a PREEMPT may have come in between.
+		if err := st.lu.checkReservation(c); err != nil {
+			r.finish(c, err)
+			return
+		}
+	}
 	r.finish(c, st.op.exec(ctx, st.lu, c))
 }
 
@@ -194,6 +208,17 @@ func (r *Router) finish(c *Command, err error) {
 	if err == nil || err == errPlanDone {
 		c.Status = StatusGood
 		r.debug(c, nil)
+		return
+	}
+	if errors.Is(err, ErrReservationConflict) {
+		c.Status, c.SenseLen = StatusReservationConflict, 0
+		if c.Dir == DirIn {
+			c.XferLen = 0
+		}
+		if lu != nil {
+			lu.pr.conflicts.Add(1)
+		}
+		r.debug(c, err)
 		return
 	}
 	var s Sense
@@ -267,21 +292,25 @@ func (r *Router) NexusAdded(n *Nexus) {
 	}
 }
 
-// NexusLost drops everything the LUs keep for n: pending unit attentions
-// and the medium removal prevention it held (SBC-4 §5.11).
+// NexusLost drops everything the LUs keep for n: pending unit attentions,
+// the medium removal prevention it held (SBC-4 §5.11) and its SPC-2
+// reservation (SPC-2 §5.5.1). The target calls it when the session ends,
+// by logout or by connection loss. Persistent reservations stay.
 func (r *Router) NexusLost(n *Nexus) {
 	if n == nil {
 		return
 	}
 	for _, lu := range r.sorted {
-		lu.dropNexus(n)
+		if lu.dropNexus(n) {
+			lu.prNexusLost(n.Key)
+		}
 	}
 }
 
 // LogicalUnitReset applies the device server's part of LOGICAL UNIT RESET
 // (SAM-5 §7.7): unit attention BUS DEVICE RESET FUNCTION OCCURRED for every
-// nexus, PREVENT state cleared, mode pages back to saved values. The
-// transport aborts the tasks.
+// nexus, PREVENT state cleared, mode pages back to saved values, SPC-2
+// reservation released. The transport aborts the tasks.
 func (r *Router) LogicalUnitReset(rawLUN uint64) error {
 	lu := r.lookup(rawLUN)
 	if lu == nil {

@@ -92,6 +92,8 @@ var ascNames = map[ASC]string{
 	ASCSavingParamsNotSupported: "SAVING PARAMETERS NOT SUPPORTED", ASCMediumNotPresent: "MEDIUM NOT PRESENT",
 	ASCInternalTargetFailure: "INTERNAL TARGET FAILURE", ASCMediumRemovalPrevented: "MEDIUM REMOVAL PREVENTED",
 	ASCReportedLUNsDataChanged: "REPORTED LUNS DATA HAS CHANGED", ASCCommandsClearedByAnotherIT: "COMMANDS CLEARED BY ANOTHER INITIATOR",
+	ASCInvalidReleaseOfPR: "INVALID RELEASE OF PERSISTENT RESERVATION", ASCReservationsPreempted: "RESERVATIONS PREEMPTED",
+	ASCReservationsReleased: "RESERVATIONS RELEASED", ASCRegistrationsPreempted: "REGISTRATIONS PREEMPTED",
 }
 
 func (a ASC) String() string {

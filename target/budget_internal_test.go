@@ -94,3 +94,19 @@ func TestBudgetConcurrent(t *testing.T) {
 		t.Fatalf("peak %d over the limit", b.peak.Load())
 	}
 }
+
+// Done and abort race: Done may make the channel after abort's CAS and
+// before abort closes it; the channel must be closed exactly once.
+func TestTaskDoneAbortRace(t *testing.T) {
+	for range 2000 {
+		tk := &task{}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); tk.abort(abortReported) }()
+		go func() { defer wg.Done(); <-tk.Done() }()
+		wg.Wait()
+		if tk.Err() == nil {
+			t.Fatal("aborted task reports no error")
+		}
+	}
+}

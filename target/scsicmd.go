@@ -386,8 +386,6 @@ func (s *session) execute(t *task) {
 		if cmd.Dir == scsi.DirIn {
 			if n := min(t.edtl, cmd.XferLen); n > 0 {
 				charge := int64(bufpool.ClassSize(int(n)))
-				// try first: t.Done() makes the task's channel, which
-				// only a wait needs.
 				if !s.srv.budget.try(charge) && !s.srv.budget.acquire(charge, t.Done()) {
 					// Aborted while waiting for buffer memory.
 					s.finish(t)

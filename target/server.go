@@ -244,6 +244,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.sessions.init()
 	s.tasks.New = func() any { return new(task) }
+	for _, n := range cfg.Nodes {
+		n.Router.SetTaskAborter(s.preemptAborter(n)) // reservations.go
+	}
 	return s, nil
 }
 

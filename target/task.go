@@ -79,8 +79,9 @@ type task struct {
 	prev, next *task
 	aborted    atomic.Uint32
 
-	doneMu sync.Mutex
-	doneCh chan struct{}
+	doneMu     sync.Mutex
+	doneCh     chan struct{}
+	doneClosed bool // doneCh has been closed
 }
 
 // reset prepares a pooled task for a new command.
@@ -99,7 +100,10 @@ func (t *task) Done() <-chan struct{} {
 	if t.doneCh == nil {
 		t.doneCh = make(chan struct{})
 		if t.aborted.Load() != notAborted {
+			// abort may not have reached its close yet: it sees
+			// doneClosed and leaves the channel alone.
 			close(t.doneCh)
+			t.doneClosed = true
 		}
 	}
 	return t.doneCh
@@ -123,8 +127,9 @@ func (t *task) abort(how uint32) {
 		return
 	}
 	t.doneMu.Lock()
-	if t.doneCh != nil {
+	if t.doneCh != nil && !t.doneClosed {
 		close(t.doneCh)
+		t.doneClosed = true
 	}
 	t.doneMu.Unlock()
 }

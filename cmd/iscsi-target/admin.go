@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/iscsi-target/iscsi-target/target"
 )
@@ -53,6 +56,38 @@ func adminSocketPath(c *cli.Context) string {
 	return filepath.Join(dir, adminSocketName)
 }
 
+// shortUnixPath returns an address for the socket at path that fits in
+// sun_path (108 bytes): path itself, or for a longer one the name under
+// /proc/self/fd/N of its directory opened with O_PATH (done closes it once
+// the socket is bound or connected). Test and container state directories
+// easily exceed the limit.
+func shortUnixPath(path string) (addr string, done func(), err error) {
+	if len(path) < 100 {
+		return path, func() {}, nil
+	}
+	fd, err := syscall.Open(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: %w", filepath.Dir(path), err)
+	}
+	addr = fmt.Sprintf("/proc/self/fd/%d/%s", fd, filepath.Base(path))
+	if len(addr) >= 100 {
+		syscall.Close(fd)
+		return "", nil, fmt.Errorf("%s: file name too long for a unix socket", path)
+	}
+	return addr, func() { syscall.Close(fd) }, nil
+}
+
+// dialUnix connects to the unix socket at path (any length).
+func dialUnix(ctx context.Context, path string, timeout time.Duration) (net.Conn, error) {
+	addr, done, err := shortUnixPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	d := net.Dialer{Timeout: timeout}
+	return d.DialContext(ctx, "unix", addr)
+}
+
 // adminServer serves the admin routes until closed.
 type adminServer struct {
 	path string
@@ -64,11 +99,8 @@ type adminServer struct {
 // startAdmin listens on path. A stale socket left by a killed daemon is
 // replaced; a socket another daemon still answers on is an error.
 func startAdmin(path string, h http.Handler, log *logrus.Entry) (*adminServer, error) {
-	if len(path) > 107 {
-		return nil, fmt.Errorf("admin socket %s: path longer than 107 bytes", path)
-	}
 	if _, err := os.Lstat(path); err == nil {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		if c, err := dialUnix(context.Background(), path, time.Second); err == nil {
 			c.Close()
 			return nil, fmt.Errorf("admin socket %s: another daemon is serving it (is the state directory shared?)", path)
 		}
@@ -77,9 +109,14 @@ func startAdmin(path string, h http.Handler, log *logrus.Entry) (*adminServer, e
 		}
 	}
 	// The socket is created 0600: only the daemon's user may steer it.
+	addr, done, err := shortUnixPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
 	old := syscall.Umask(0o177)
-	l, err := net.Listen("unix", path)
+	l, err := net.Listen("unix", addr)
 	syscall.Umask(old)
+	done()
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
@@ -148,8 +185,7 @@ func adminCall(ctx context.Context, socket, method, route string, in, out any) e
 	}
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return dialUnix(ctx, socket, 0)
 		},
 	}}
 	defer client.CloseIdleConnections()
@@ -182,6 +218,9 @@ func adminRoutes(srv *target.Server) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, _ *http.Request) {
 		adminJSON(w, http.StatusOK, srv.Sessions())
+	})
+	mux.HandleFunc("GET /v1/debug/runtime", func(w http.ResponseWriter, r *http.Request) {
+		adminJSON(w, http.StatusOK, runtimeInfo(srv, r.URL.Query().Has("gc"), r.URL.Query().Has("stacks")))
 	})
 	return mux
 }
@@ -221,4 +260,45 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// RuntimeInfo is the daemon's resource use, for soak and leak tests and
+// for operators chasing one (GET /v1/debug/runtime[?gc][&stacks]).
+type RuntimeInfo struct {
+	Goroutines int               `json:"goroutines"`
+	FDs        int               `json:"fds"`
+	RSSBytes   int64             `json:"rss_bytes"`
+	HeapBytes  uint64            `json:"heap_bytes"`
+	Sessions   int               `json:"sessions"`
+	Limits     target.LimitStats `json:"limits"`
+	Stacks     string            `json:"stacks,omitempty"`
+}
+
+func runtimeInfo(srv *target.Server, gc, stacks bool) RuntimeInfo {
+	if gc {
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	ri := RuntimeInfo{
+		Goroutines: runtime.NumGoroutine(),
+		HeapBytes:  ms.HeapAlloc,
+		Sessions:   len(srv.Sessions()),
+		Limits:     srv.LimitStats(),
+	}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		ri.FDs = len(ents)
+	}
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		var size, res int64
+		if _, err := fmt.Sscan(string(b), &size, &res); err == nil {
+			ri.RSSBytes = res * int64(os.Getpagesize())
+		}
+	}
+	if stacks {
+		buf := make([]byte, 4<<20)
+		ri.Stacks = string(buf[:runtime.Stack(buf, true)])
+	}
+	return ri
 }

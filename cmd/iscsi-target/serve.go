@@ -45,6 +45,10 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
 			&cli.DurationFlag{Name: "nop-timeout", Value: 10 * time.Second, Usage: "declare a connection dead when a ping is not answered in this time"},
 			&cli.StringFlag{Name: "admin-socket", Usage: "`PATH` of the admin socket used by the sessions and lease commands (default STATE-DIR/admin.sock; \"none\" disables it)"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long SIGTERM waits for initiators to log out"},
+			&cli.IntFlag{Name: "max-connections", Value: 1024, Usage: "connections open at once, all initiators together"},
+			&cli.IntFlag{Name: "max-connections-per-source", Value: 64, Usage: "connections open at once from one IP address"},
+			&cli.IntFlag{Name: "max-sessions", Usage: "normal sessions of the target (0: no limit)"},
+			&cli.StringFlag{Name: "data-buffer-budget", Value: "256MiB", Usage: "`SIZE` of memory for command data buffers; commands beyond it wait"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn, error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT`: text or json"},
 		},
@@ -108,6 +112,10 @@ type serveConfig struct {
 	nopIntv   time.Duration
 	nopTmo    time.Duration
 	shutdown  time.Duration
+	maxConns  int
+	maxPerSrc int
+	maxSess   int
+	budget    int64
 }
 
 func parseServe(c *cli.Context) (*serveConfig, error) {
@@ -158,6 +166,15 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 	default:
 		return nil, usageError("--access %q: want single-writer or shared", sc.access)
 	}
+	sc.maxConns, sc.maxPerSrc, sc.maxSess = c.Int("max-connections"), c.Int("max-connections-per-source"), c.Int("max-sessions")
+	if sc.maxConns < 1 || sc.maxPerSrc < 1 || sc.maxSess < 0 {
+		return nil, usageError("--max-connections and --max-connections-per-source must be >= 1, --max-sessions >= 0")
+	}
+	b, err := parseSize(c.String("data-buffer-budget"))
+	if err != nil || b < 1<<20 {
+		return nil, usageError("--data-buffer-budget %q: want a size of at least 1MiB", c.String("data-buffer-budget"))
+	}
+	sc.budget = b
 	if sc.nopIntv < 0 || sc.nopTmo <= 0 {
 		return nil, usageError("--nop-interval must be >= 0 and --nop-timeout > 0")
 	}
@@ -227,10 +244,14 @@ func serve(c *cli.Context) error {
 		return &exitError{code: exitUsage, err: err}
 	}
 	srv, err := target.NewServer(target.Config{
-		Nodes:       []*target.Node{{Name: sc.iqn, Router: router}},
+		Nodes:       []*target.Node{{Name: sc.iqn, Router: router, MaxSessions: sc.maxSess}},
 		Advertise:   sc.advertise,
 		NOPInterval: nopInterval(sc.nopIntv),
 		NOPTimeout:  sc.nopTmo,
+		// Resource limits (hostile or broken peers).
+		MaxConnections:          sc.maxConns,
+		MaxConnectionsPerSource: sc.maxPerSrc,
+		DataBufferBudget:        sc.budget,
 		// The logout request tells initiators how long they have.
 		LogoutTime2Wait: uint16(min(sc.shutdown/time.Second, 3600)),
 		Log:             log,
@@ -355,7 +376,10 @@ func openLUNs(sc *serveConfig, log *logrus.Entry) ([]*scsi.LU, error) {
 			Removable: s.Removable,
 			Serial:    serial,
 			StatePath: filepath.Join(sc.stateDir, "lun-"+serial+".json"),
-			Log:       log.WithField("lun", s.ID),
+			// APTPL persistent reservations, one file per LU next to
+			// the mode page file (scsi/pr_state.go).
+			PRStatePath: filepath.Join(sc.stateDir, "lun-"+serial+".pr.json"),
+			Log:         log.WithField("lun", s.ID),
 		})
 		if err != nil {
 			dev.Close()

@@ -97,6 +97,9 @@ type Target struct {
 	logPath  string
 	cmd      *exec.Cmd
 	done     chan error
+	// baseline is the daemon's goroutine count when idle after start (0
+	// when unknown); the leak check compares against it.
+	baseline int
 }
 
 // TargetOptions configures StartTarget.
@@ -146,6 +149,9 @@ func StartTarget(t testing.TB, b *Builder, buildDir string, o TargetOptions) *Ta
 		StateDir: o.StateDir, logPath: filepath.Join(dir, "target.log")}
 	tg.start()
 	t.Cleanup(func() {
+		if !t.Failed() {
+			tg.checkNoLeaks()
+		}
 		tg.Stop()
 		if t.Failed() {
 			t.Logf("target log (%s):\n%s", tg.logPath, tailFile(tg.logPath, 200))
@@ -173,6 +179,12 @@ func (tg *Target) start() {
 	go func() { tg.done <- cmd.Wait() }()
 	if err := WaitListening(tg.Portal, 20*time.Second); err != nil {
 		tg.t.Fatalf("target did not start: %v\n%s", err, tailFile(tg.logPath, 50))
+	}
+	// The idle goroutine count, for the leak check (no admin socket, no
+	// check: a test may run the daemon with --admin-socket none).
+	tg.baseline = 0
+	if r, err := tg.Runtime(false, false); err == nil {
+		tg.baseline = r.Goroutines
 	}
 }
 
