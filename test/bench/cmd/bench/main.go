@@ -4,7 +4,7 @@
 //
 // Environment: BENCH_ROUNDS (default 3), BENCH_SECONDS (default 5),
 // BENCH_TARGETS, BENCH_WORKLOADS (comma lists), BENCH_SESSIONS (1000),
-// BENCH_LOAD_SESSIONS (64), BENCH_ATTEMPTS (3), BENCH_NO_MEMORY. Flags override them.
+// BENCH_LOAD_SESSIONS (64), BENCH_ATTEMPTS (3), BENCH_QUIET_WAIT (10s), BENCH_NO_MEMORY. Flags override them.
 package main
 
 import (
@@ -64,7 +64,11 @@ func main() {
 	flag.IntVar(&cfg.Sessions, "sessions", envInt("BENCH_SESSIONS", 1000), "idle sessions for RSS per session")
 	flag.IntVar(&cfg.Load, "load-sessions", envInt("BENCH_LOAD_SESSIONS", 64), "sessions of the bounded-RSS load")
 	flag.BoolVar(&noMemory, "no-memory", os.Getenv("BENCH_NO_MEMORY") != "", "skip the memory measurements")
-	flag.DurationVar(&quiet, "quiet-wait", 10*time.Second, "wait up to this long before each run for the machine to be < 25% busy")
+	quietDef := 10 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("BENCH_QUIET_WAIT")); err == nil {
+		quietDef = d
+	}
+	flag.DurationVar(&quiet, "quiet-wait", quietDef, "wait up to this long before each run for the machine to be < 25% busy")
 	flag.IntVar(&cfg.Attempts, "attempts", envInt("BENCH_ATTEMPTS", 3), "runs per measurement while other processes are busy")
 	flag.Float64Var(&cfg.NoiseLimit, "noise-limit", 0.15, "share of the machine other processes may use before a run is repeated")
 	flag.IntVar(&profile, "profile", 0, "instead of the table: CPU-profile an in-process target under this many 4 KiB random reads and then writes (QD32), writing cpu-4k.pprof and cpu-4k.txt")
