@@ -30,6 +30,7 @@ FUZZ_TARGETS := \
 	./target/pdu:FuzzBHS \
 	./target/pdu:FuzzTextKeys \
 	./target:FuzzSession \
+	./chap:FuzzCHAP \
 	./scsi:FuzzCDB \
 	./scsi:FuzzModeSelect \
 	./scsi:FuzzUnmapParams \

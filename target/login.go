@@ -46,6 +46,7 @@ type loginState struct {
 	authDone       bool
 	neg            *negotiator
 	answered       map[string]bool
+	auth           loginAuth
 }
 
 // login runs the login phase under LoginTimeout. On success the connection
@@ -60,6 +61,7 @@ func (c *conn) login() error {
 		neg:        newNegotiator(c.srv.cfg.Offer),
 		answered:   make(map[string]bool),
 	}
+	defer st.authEnd()
 	for {
 		if err := pdu.ReadHeader(c.br, &c.hdr, pdu.Digests{}, loginMaxSegment); err != nil {
 			return fmt.Errorf("iscsi: reading login request: %w", err)
@@ -220,7 +222,7 @@ func (st *loginState) identify(keys pdu.Keys) (uint16, string) {
 		return pdu.LoginTooManyConnections, "MaxConnections is 1"
 	}
 	st.c.log = st.c.log.WithFields(logrus.Fields{"initiator": st.initiatorName, "target": st.targetName})
-	return pdu.LoginSuccess, ""
+	return st.authorize()
 }
 
 // negotiate processes the security and operational keys of one request.
@@ -228,9 +230,11 @@ func (st *loginState) negotiate(keys pdu.Keys, out *pdu.Keys) (uint16, string, e
 	for _, kv := range keys {
 		switch kv.Key {
 		case "InitiatorName", "InitiatorAlias", "TargetName", "SessionType":
-			// Declarative, handled by identify; they may only come first.
-			if !st.firstReply && kv.Key != "InitiatorAlias" {
-				return pdu.LoginInitiatorError, kv.Key + " after the first login request", nil
+			// Declarative, handled by identify; they come first. libiscsi
+			// repeats InitiatorName in later security-stage requests when
+			// the target answers AuthMethod=None; the same value is harmless.
+			if !st.firstReply && kv.Key != "InitiatorAlias" && !st.sameIdentity(kv) {
+				return pdu.LoginInitiatorError, kv.Key + " changed after the first login request", nil
 			}
 			continue
 		case "AuthMethod":
@@ -241,19 +245,19 @@ func (st *loginState) negotiate(keys pdu.Keys, out *pdu.Keys) (uint16, string, e
 				return pdu.LoginInitiatorError, "AuthMethod negotiated twice", nil
 			}
 			st.answered[kv.Key] = true
-			if selectFromList(kv.Value, []string{"None"}) == "" {
-				out.Add("AuthMethod", "Reject")
-				return pdu.LoginAuthFailure, fmt.Sprintf("no acceptable AuthMethod in %q (this target requires None)", kv.Value), nil
+			if status, msg := st.authMethod(kv.Value, out); status != pdu.LoginSuccess {
+				return status, msg, nil
 			}
-			out.Add("AuthMethod", "None")
-			st.authDone = true
 			continue
 		case "TargetPortalGroupTag", "TargetAddress", "TargetAlias":
 			// Target-declared keys sent by an initiator.
 			return pdu.LoginInitiatorError, kv.Key + " sent by the initiator", nil
 		}
 		if strings.HasPrefix(kv.Key, "CHAP_") {
-			return pdu.LoginAuthFailure, "CHAP keys without CHAP authentication", nil
+			if status, msg := st.chapKey(kv.Key, kv.Value); status != pdu.LoginSuccess {
+				return status, msg, nil
+			}
+			continue
 		}
 		val, err := st.neg.operationalKey(kv.Key, kv.Value, st.discovery)
 		if err != nil {
@@ -267,11 +271,20 @@ func (st *loginState) negotiate(keys pdu.Keys, out *pdu.Keys) (uint16, string, e
 			out.Add(kv.Key, val)
 		}
 	}
+	if st.auth.keys != nil {
+		if status, msg := st.chapStep(out); status != pdu.LoginSuccess {
+			return status, msg, nil
+		}
+	}
 	if st.stage == pdu.StageSecurity && !st.authDone && !st.answered["AuthMethod"] {
 		// A security stage without AuthMethod: RFC 7143 §6.3 requires it.
 		return pdu.LoginMissingParameter, "AuthMethod missing in the security stage", nil
 	}
-	if st.stage == pdu.StageOperational {
+	if st.stage == pdu.StageOperational && !st.authDone {
+		if st.authConfig() != nil {
+			// The initiator skipped the security stage (RFC 7143 §6.3).
+			return pdu.LoginAuthFailure, "CHAP required, but the initiator skipped the security stage", nil
+		}
 		st.authDone = true
 	}
 	return pdu.LoginSuccess, "", nil
@@ -307,6 +320,7 @@ func (st *loginState) reject(req *pdu.LoginRequest, status uint16, msg string) e
 	st.c.log.WithFields(logrus.Fields{
 		"status": fmt.Sprintf("0x%04x", status), "isid": st.isid.String(),
 	}).Warnf("iscsi: login refused: %s", msg)
+	st.penalize(status)
 	if err := st.respond(req, false, nil, status); err != nil {
 		return err
 	}

@@ -103,6 +103,11 @@ func TestPanicCostsOneConnection(t *testing.T) {
 	if !strings.Contains(tg.Log.String(), "pdu=") {
 		t.Error("the receiver's panic log does not carry the PDU header")
 	}
+	// The victims' sessions end as their connections are torn down.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(tg.Server.Sessions()) != 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n := len(tg.Server.Sessions()); n != 3 {
 		t.Errorf("%d sessions left, want 3 (the healthy one and two fresh ones)", n)
 	}

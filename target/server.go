@@ -78,6 +78,11 @@ type Config struct {
 	// the seconds the initiator has to log out before the target drops the
 	// connection (RFC 7143 §11.9.1); default 0.
 	LogoutTime2Wait uint16
+	// Auth configures CHAP for normal and discovery sessions and the
+	// penalty for failed logins (auth.go); the zero value is AuthMethod=None.
+	Auth AuthConfig
+	// Access, when set, restricts which initiators may log in (acl.go).
+	Access *ACL
 	// Log receives the server's log; nil discards.
 	Log *logrus.Entry
 }
@@ -129,6 +134,7 @@ func (c *Config) setDefaults() {
 	if c.LoginTimeout <= 0 {
 		c.LoginTimeout = 15 * time.Second
 	}
+	c.Auth.setDefaults()
 	if c.Log == nil {
 		l := logrus.New()
 		l.Out = discard{}
@@ -173,6 +179,14 @@ func (c *Config) validate() error {
 	if c.CmdWindow > 1<<16 {
 		return fmt.Errorf("iscsi: CmdWindow %d too large", c.CmdWindow)
 	}
+	if err := c.Auth.validate(); err != nil {
+		return err
+	}
+	if c.Access != nil {
+		if err := c.Access.Validate(); err != nil {
+			return err
+		}
+	}
 	seen := map[string]bool{}
 	for _, n := range c.Nodes {
 		if n.Name == "" || n.Router == nil {
@@ -211,6 +225,7 @@ type Server struct {
 	connWG    sync.WaitGroup
 
 	sessions sessionTable
+	auth     *authState
 	nextID   atomic.Uint64
 	tasks    sync.Pool
 	budget   *budget
@@ -243,6 +258,7 @@ func NewServer(cfg Config) (*Server, error) {
 		budget:    newBudget(cfg.DataBufferBudget),
 	}
 	s.sessions.init()
+	s.auth = newAuthState(&s.cfg.Auth)
 	s.tasks.New = func() any { return new(task) }
 	for _, n := range cfg.Nodes {
 		n.Router.SetTaskAborter(s.preemptAborter(n)) // reservations.go

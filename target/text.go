@@ -143,6 +143,10 @@ func (c *conn) sendTargets(value string) pdu.Keys {
 	}
 	var out pdu.Keys
 	for _, n := range nodes {
+		if ok, _ := c.srv.cfg.Access.Allowed(n.Name, c.sess.initiatorName, c.remoteAddr()); !ok {
+			// An initiator the ACL refuses does not learn of the target.
+			continue
+		}
 		out.Add("TargetName", n.Name)
 		for _, a := range c.portals() {
 			out.Add("TargetAddress", a+","+strconv.Itoa(int(n.TPGT)))

@@ -34,7 +34,7 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
   A missing PATH with size= is created as a sparse file. PATH may be a block device.
   SIZE accepts bytes or units: 512MiB, 4GiB, 1TB. Without --lun, a 1 GiB sparse
   file default-lun0.img is created in the state directory.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "listen", Usage: "`HOST:PORT` to listen on (repeatable)", Value: cli.NewStringSlice("0.0.0.0:3260")},
 			&cli.StringSliceFlag{Name: "advertise", Usage: "portal `HOST:PORT` returned by SendTargets (repeatable; default: the local address of the connection)"},
 			&cli.StringFlag{Name: "iqn", Usage: "target `NAME` (default iqn.2026-11.io.iscsi-target:<hostname>)"},
@@ -51,7 +51,7 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
 			&cli.StringFlag{Name: "data-buffer-budget", Value: "256MiB", Usage: "`SIZE` of memory for command data buffers; commands beyond it wait"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn, error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT`: text or json"},
-		},
+		}, authFlags()...),
 		Action: serve,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return &exitError{code: exitUsage, err: err}
@@ -116,6 +116,7 @@ type serveConfig struct {
 	maxPerSrc int
 	maxSess   int
 	budget    int64
+	auth      *authSettings
 }
 
 func parseServe(c *cli.Context) (*serveConfig, error) {
@@ -128,6 +129,10 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 		nopIntv:   c.Duration("nop-interval"),
 		nopTmo:    c.Duration("nop-timeout"),
 		shutdown:  c.Duration("shutdown-timeout"),
+	}
+	var err error
+	if sc.auth, err = parseAuth(c, os.Getenv); err != nil {
+		return nil, err
 	}
 	if c.NArg() > 0 {
 		return nil, usageError("unexpected arguments %q (LUNs are given with --lun)", c.Args().Slice())
@@ -254,6 +259,8 @@ func serve(c *cli.Context) error {
 		DataBufferBudget:        sc.budget,
 		// The logout request tells initiators how long they have.
 		LogoutTime2Wait: uint16(min(sc.shutdown/time.Second, 3600)),
+		Auth:            sc.auth.cfg,
+		Access:          sc.auth.acl,
 		Log:             log,
 	})
 	if err != nil {
@@ -300,6 +307,7 @@ func serve(c *cli.Context) error {
 		log.WithFields(logrus.Fields{"lun": s.ID, "path": s.Path, "ro": s.ReadOnly, "thin": s.Thin,
 			"removable": s.Removable}).Info("LUN ready")
 	}
+	logAuth(log, sc.auth)
 	log.WithFields(logrus.Fields{"target": sc.iqn, "access": sc.access, "version": version}).Info("serving")
 
 	sigs := make(chan os.Signal, 2)

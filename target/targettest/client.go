@@ -136,6 +136,9 @@ type LoginOptions struct {
 	SkipSecurity bool // start in the operational stage
 	HeaderDigest string
 	DataDigest   string
+	// CHAP, when set, authenticates with CHAP in the security stage
+	// instead of AuthMethod=None.
+	CHAP *CHAP
 }
 
 // ErrLoginFailed is returned when the target answers with a non-zero status.
@@ -158,7 +161,12 @@ func (c *Client) Login(o LoginOptions) error {
 	}
 	itt := c.NextITT()
 	stage := uint8(pdu.StageSecurity)
-	if !o.SkipSecurity {
+	if !o.SkipSecurity && o.CHAP != nil {
+		if err := c.chapSecurity(itt, first, o.CHAP); err != nil {
+			return err
+		}
+		first = nil
+	} else if !o.SkipSecurity {
 		keys := append(first, pdu.KV{Key: "AuthMethod", Value: "None"})
 		resp, _, err := c.loginStep(itt, pdu.StageSecurity, pdu.StageOperational, true, keys)
 		if err != nil {
