@@ -653,7 +653,16 @@ func memory(ctx context.Context, cfg Config, t *target) Memory {
 		}
 	}
 	time.Sleep(time.Second)
-	m.RSSAfter, _ = ProcRSS(pid)
+	var rerr error
+	if m.RSSAfter, rerr = ProcRSS(pid); rerr != nil {
+		for _, d := range drivers {
+			if d != nil {
+				d.Close()
+			}
+		}
+		m.Error = fmt.Sprintf("target process gone after %d logins (crashed): %v", cfg.Sessions-m.IdleLoginErrors, firstErr)
+		return m
+	}
 	if ok := cfg.Sessions - m.IdleLoginErrors; ok > 0 {
 		m.PerSession = float64(m.RSSAfter-m.RSSBefore) / float64(ok)
 	}

@@ -122,7 +122,7 @@ func (r *Report) Markdown() string {
 	p("# iscsi-target benchmark, %s\n\n", r.Started.Format("2006-01-02 15:04 MST"))
 	p("Host %s, %d CPUs, kernel %s. %d round(s) of about %.0f s per run; medians shown.\n",
 		r.Host, r.CPUs, r.Kernel, r.Config.Rounds, r.Config.Seconds)
-	p("Initiators: qemu-img bench (QEMU libiscsi driver) and iscsi-perf on 127.0.0.1; p50/p99 from the bench package's raw initiator (same shape, %.0f s).\n", r.Config.LatSeconds)
+	p("Initiators: qemu-img bench (QEMU libiscsi driver) and iscsi-perf on 127.0.0.1; p50/p99 from the bench package's raw initiator (same shape, %.1f s).\n", r.Config.LatSeconds)
 	var vs []string
 	for _, k := range []string{TOurs, TTGT, TGotgt, "qemu-img"} {
 		if v, ok := r.Versions[k]; ok {
@@ -178,6 +178,10 @@ func (r *Report) Markdown() string {
 		p("| target | idle sessions | RSS before | RSS after | per session | load sessions | RSS idle | peak pass 1 | peak pass 2 | after | note |\n")
 		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, m := range r.Memory {
+			if m.RSSAfter == 0 {
+				p("| %s | %d | %s | - | - | | | | | | %s |\n", m.Target, m.Sessions-m.IdleLoginErrors, mib(m.RSSBefore), firstLine(m.Error))
+				continue
+			}
 			p("| %s | %d | %s | %s | %.1f KiB | %d | %s | %s | %s | %s | %s |\n", m.Target, m.Sessions-m.IdleLoginErrors,
 				mib(m.RSSBefore), mib(m.RSSAfter), m.PerSession/1024, m.LoadSessions, mib(m.LoadRSSBefore),
 				mib(m.LoadRSSPeak), mib(m.LoadRSSPeak2), mib(m.LoadRSSAfter), firstLine(m.Error))
