@@ -235,6 +235,7 @@ func TestACL(t *testing.T) {
 	tg := targettest.Start(t, targettest.Options{Configure: func(c *target.Config) {
 		c.Access = &target.ACL{Allow: []string{"iqn.2026-11.test:node-*"}, Deny: []string{"*:node-bad"}}
 		c.Auth.FailureDelay = -1
+		c.AccessMode = target.AccessShared // two allowed names log in at once
 	}})
 	for name, want := range map[string]uint16{
 		allowed:                     0,

@@ -333,6 +333,16 @@ func (st *loginState) reject(req *pdu.LoginRequest, status uint16, msg string) e
 func (st *loginState) finish(req *pdu.LoginRequest, out pdu.Keys) (bool, error) {
 	c := st.c
 	params := st.neg.finish()
+	admitted := func() {}
+	if !st.discovery {
+		// The single-writer lease (lease.go) decides before the session
+		// exists; a takeover returns after the old holder's sessions ended.
+		var status uint16
+		var msg string
+		if admitted, status, msg = c.srv.admitLogin(st.node, st.initiatorName, st.isid, c.log); status != pdu.LoginSuccess {
+			return false, st.reject(req, status, msg)
+		}
+	}
 	sess, status, msg := c.srv.sessions.create(c, sessionSpec{
 		node:           st.node,
 		discovery:      st.discovery,
@@ -342,6 +352,7 @@ func (st *loginState) finish(req *pdu.LoginRequest, out pdu.Keys) (bool, error) 
 		cmdSN:          st.cmdSN,
 		params:         params,
 	})
+	admitted()
 	if status != pdu.LoginSuccess {
 		return false, st.reject(req, status, msg)
 	}

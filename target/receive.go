@@ -244,6 +244,9 @@ func (c *conn) handleLogout() error {
 	case <-time.After(5 * time.Second):
 	}
 	s.log.Info("iscsi: logout")
+	if !c.srv.isClosing() {
+		c.srv.leases.loggedOut(s)
+	}
 	return errLoggedOut
 }
 

@@ -33,6 +33,8 @@ type Node struct {
 	TPGT uint16
 	// Router executes SCSI commands for the node's LUNs.
 	Router *scsi.Router
+	// AccessMode overrides Config.AccessMode for this node when set.
+	AccessMode AccessMode
 	// MaxSessions bounds the normal sessions of this node (ietd's
 	// MaxSessions); further logins get Login Response 0x0302 (out of
 	// resources). 0 means no limit.
@@ -78,6 +80,12 @@ type Config struct {
 	// the seconds the initiator has to log out before the target drops the
 	// connection (RFC 7143 §11.9.1); default 0.
 	LogoutTime2Wait uint16
+	// AccessMode is the nodes' write-access mode; default
+	// AccessSingleWriter (the single-writer lease, lease.go).
+	AccessMode AccessMode
+	// StateDir is where the lease state (lease.json) is persisted; empty
+	// keeps it in memory only.
+	StateDir string
 	// Auth configures CHAP for normal and discovery sessions and the
 	// penalty for failed logins (auth.go); the zero value is AuthMethod=None.
 	Auth AuthConfig
@@ -133,6 +141,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LoginTimeout <= 0 {
 		c.LoginTimeout = 15 * time.Second
+	}
+	if c.AccessMode == "" {
+		c.AccessMode = AccessSingleWriter
 	}
 	c.Auth.setDefaults()
 	if c.Log == nil {
@@ -196,6 +207,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("iscsi: duplicate target name %q", n.Name)
 		}
 		seen[n.Name] = true
+		if n.AccessMode != "" && n.AccessMode != AccessSingleWriter && n.AccessMode != AccessShared {
+			return fmt.Errorf("iscsi: node %s: unknown access mode %q", n.Name, n.AccessMode)
+		}
+	}
+	if c.AccessMode != AccessSingleWriter && c.AccessMode != AccessShared {
+		return fmt.Errorf("iscsi: unknown access mode %q", c.AccessMode)
 	}
 	for _, a := range c.Advertise {
 		if _, _, err := net.SplitHostPort(a); err != nil {
@@ -225,6 +242,7 @@ type Server struct {
 	connWG    sync.WaitGroup
 
 	sessions sessionTable
+	leases   *leaseManager
 	auth     *authState
 	nextID   atomic.Uint64
 	tasks    sync.Pool
@@ -244,6 +262,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	var err error
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:       cfg,
@@ -262,6 +281,10 @@ func NewServer(cfg Config) (*Server, error) {
 	s.tasks.New = func() any { return new(task) }
 	for _, n := range cfg.Nodes {
 		n.Router.SetTaskAborter(s.preemptAborter(n)) // reservations.go
+	}
+	if s.leases, err = newLeaseManager(s); err != nil {
+		cancel()
+		return nil, err
 	}
 	return s, nil
 }

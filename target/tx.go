@@ -162,8 +162,10 @@ func (tx *transmitter) loop() {
 	}()
 	var tick <-chan time.Time
 	if iv := c.srv.cfg.NOPInterval; iv > 0 {
-		period := min(iv, c.srv.cfg.NOPTimeout) / 2
-		period = max(period, 10*time.Millisecond)
+		// A fine tick keeps the ping and the dead verdict within 1/8 of
+		// the configured times, so failover timing stays predictable.
+		period := min(iv, c.srv.cfg.NOPTimeout) / 8
+		period = min(max(period, 10*time.Millisecond), time.Second)
 		tk := time.NewTicker(period)
 		defer tk.Stop()
 		tick = tk.C

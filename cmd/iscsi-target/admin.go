@@ -219,6 +219,7 @@ func adminRoutes(srv *target.Server) *http.ServeMux {
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, _ *http.Request) {
 		adminJSON(w, http.StatusOK, srv.Sessions())
 	})
+	leaseRoutes(mux, srv)
 	mux.HandleFunc("GET /v1/debug/runtime", func(w http.ResponseWriter, r *http.Request) {
 		adminJSON(w, http.StatusOK, runtimeInfo(srv, r.URL.Query().Has("gc"), r.URL.Query().Has("stacks")))
 	})

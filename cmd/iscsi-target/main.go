@@ -45,6 +45,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serveCommand(),
 			sessionsCommand(),
+			leaseCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

@@ -253,6 +253,8 @@ func serve(c *cli.Context) error {
 		Advertise:   sc.advertise,
 		NOPInterval: nopInterval(sc.nopIntv),
 		NOPTimeout:  sc.nopTmo,
+		AccessMode:  target.AccessMode(sc.access),
+		StateDir:    sc.stateDir,
 		// Resource limits (hostile or broken peers).
 		MaxConnections:          sc.maxConns,
 		MaxConnectionsPerSource: sc.maxPerSrc,
