@@ -295,6 +295,26 @@ func (r *Running) Kill() {
 	r.cancel()
 }
 
+// Freeze stops the guest dead (SIGSTOP to QEMU and its relays): to the
+// target it looks like a node that hung or lost power, with its TCP
+// connections open but silent. Thaw resumes it.
+func (r *Running) Freeze() error { return r.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen guest (SIGCONT).
+func (r *Running) Thaw() error { return r.signal(syscall.SIGCONT) }
+
+func (r *Running) signal(sig syscall.Signal) error {
+	select {
+	case <-r.done:
+		return errors.New("guest: QEMU has exited")
+	default:
+	}
+	if err := syscall.Kill(-r.cmd.Process.Pid, sig); err != nil {
+		return fmt.Errorf("guest: signal %v to QEMU's process group: %w", sig, err)
+	}
+	return nil
+}
+
 // Dir is the job directory on the host.
 func (r *Running) Dir() string { return r.dir }
 
