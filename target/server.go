@@ -233,6 +233,9 @@ type Server struct {
 	cfg  Config
 	log  *logrus.Entry
 	bufs *bufpool.Pool
+	// rxBufs lends busy connections their large receive buffers (rxbuf.go);
+	// apart from bufs so DataBuffersInUse counts command data only.
+	rxBufs *bufpool.Pool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -273,6 +276,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg:       cfg,
 		log:       cfg.Log,
 		bufs:      bufpool.New(),
+		rxBufs:    bufpool.New(),
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),

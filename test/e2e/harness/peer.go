@@ -228,7 +228,10 @@ func (p *Peer) Close() error {
 		return nil
 	}
 	p.closed = true
-	errs := []error{p.stopFn()}
+	var errs []error
+	if p.stopFn != nil { // nil when the launch failed before it was set
+		errs = append(errs, p.stopFn())
+	}
 	for i := len(p.closers) - 1; i >= 0; i-- {
 		errs = append(errs, p.closers[i]())
 	}
