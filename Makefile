@@ -7,6 +7,8 @@
 #   make conformance  the libiscsi suite, ours beside tgt and gotgt v0.2.2
 #   make fuzz         long fuzzing runs (FUZZTIME per target, default 5m)
 #   make soak         the 10-minute soak and a 60-round SIGKILL crash loop
+#   make bench        performance, ours beside tgt, gotgt v0.2.2 and the raw
+#                     file (BENCH_ROUNDS, BENCH_SECONDS; out/bench/)
 
 SHELL     := /bin/bash
 GO        ?= go
@@ -33,9 +35,11 @@ FUZZ_TARGETS := \
 	./scsi:FuzzCDB \
 	./scsi:FuzzModeSelect \
 	./scsi:FuzzUnmapParams \
-	./scsi:FuzzPROUT
+	./scsi:FuzzXCopyParams \
+	./scsi:FuzzPROUT \
+	./internal/config:FuzzParse
 
-.PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance soak clean
+.PHONY: all build test deps vet unit fuzz-short fuzz e2e conformance soak bench clean
 
 all: build
 
@@ -99,6 +103,13 @@ conformance: deps
 	@mkdir -p out/conformance
 	$(GO) run ./test/conformance/cmd/conformance --targets ours,tgt,gotgt --format markdown \
 		--out out/conformance --expect test/conformance/testdata/expected-ours.json | tee out/conformance/table.md
+
+# Side-by-side performance (test/bench): one table of IOPS, MiB/s, p50/p99
+# and target CPU per I/O, medians of BENCH_ROUNDS rounds, with the machine's
+# load per round; writes out/bench/bench.md and bench.json.
+bench: deps
+	@mkdir -p out/bench
+	$(GO) run ./test/bench/cmd/bench --out out/bench
 
 clean:
 	rm -rf bin out/e2e.log

@@ -25,6 +25,8 @@ type blockCDB struct {
 	Anchor  bool  // WRITE SAME
 	Unmap   bool  // WRITE SAME
 	NDOB    bool  // WRITE SAME(16): no Data-Out buffer
+	// Boundary is the ATOMIC BOUNDARY of WRITE ATOMIC(16).
+	Boundary uint16
 }
 
 // decodeBlock decodes a block command. The transfer length of READ(6) and
@@ -43,6 +45,10 @@ func decodeBlock(cdb []byte) blockCDB {
 	case OpCompareAndWrite:
 		b.LBA = be.Uint64(cdb[2:10])
 		b.Blocks = uint32(cdb[13])
+	case OpWriteAtomic16:
+		b.LBA = be.Uint64(cdb[2:10])
+		b.Boundary = be.Uint16(cdb[10:12])
+		b.Blocks = uint32(be.Uint16(cdb[12:14]))
 	default:
 		switch cdbLen(op) {
 		case 10:

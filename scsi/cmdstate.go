@@ -26,4 +26,7 @@ type cmdState struct {
 	rs   requestSenseCDB
 	um   unmapCDB
 	rdd  defectCDB
+	san  sanitizeCDB
+	xc   xcopyCDB
+	rcr  rcrCDB
 }

@@ -221,6 +221,10 @@ func (lu *LU) blockLimitsPage() []byte {
 		be.PutUint32(p[28:32], 0x80000000) // UGAVALID, alignment 0
 	}
 	be.PutUint64(p[32:40], uint64(lu.maxWSBlocks()))
+	// MAXIMUM ATOMIC TRANSFER LENGTH; ATOMIC ALIGNMENT, ATOMIC TRANSFER
+	// LENGTH GRANULARITY and the atomic boundary fields stay zero: any
+	// aligned range up to the maximum, no boundaries (SBC-4 §4.29).
+	be.PutUint32(p[40:44], lu.maxAtomicBlocks())
 	return vpdHeader(vpdBlockLimits, p...)
 }
 
@@ -230,6 +234,11 @@ func (lu *LU) blockCharsPage() []byte {
 	p := make([]byte, 0x3C)
 	if !lu.rotational {
 		be.PutUint16(p[0:2], 1)
+	}
+	if lu.thin {
+		// WABEREQ 01b: after SANITIZE BLOCK ERASE, reads complete with
+		// GOOD. WACEREQ stays 00b: CRYPTO ERASE is not supported.
+		p[3] = 0x40
 	}
 	return vpdHeader(vpdBlockChars, p...)
 }

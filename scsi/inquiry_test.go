@@ -94,20 +94,25 @@ func TestInquiryVPD(t *testing.T) {
 			hexb("00 00 00 00"),             // MAXIMUM PREFETCH
 			make([]byte, 16),                // no unmap
 			hexb("00 00 00 00 00 00 ff ff"), // MAXIMUM WRITE SAME LENGTH
-			make([]byte, 20),
+			hexb("00 00 08 00"),             // MAXIMUM ATOMIC TRANSFER LENGTH 2048 (1 MiB)
+			make([]byte, 16),                // atomic alignment, granularity and boundaries: none
 		)},
 		{"block limits, thin", func(c *LUConfig) { c.Thin = true }, 0xB0, cat(
 			hexb("00 b0 00 3c 00 ff 00 08 00 00 40 00 00 00 08 00 00 00 00 00"),
 			hexb("00 10 00 00 00 00 01 00 00 00 00 08 80 00 00 00"), // 1Mi LBAs, 256 descriptors, granularity 8, UGAVALID
 			hexb("00 00 00 00 00 00 ff ff"),
-			make([]byte, 20),
+			hexb("00 00 08 00"),
+			make([]byte, 16),
 		)},
 		{"block limits, 4096-byte blocks", func(c *LUConfig) { c.BlockSize = 4096 }, 0xB0, cat(
 			hexb("00 b0 00 3c 00 ff 00 01 00 00 08 00 00 00 01 00 00 00 00 00"),
 			make([]byte, 16),
 			hexb("00 00 00 00 00 00 40 00"), // 64 MiB
-			make([]byte, 20),
+			hexb("00 00 01 00"),             // MAXIMUM ATOMIC TRANSFER LENGTH 256 (1 MiB)
+			make([]byte, 16),
 		)},
+		{"block device characteristics, thin", func(c *LUConfig) { c.Thin = true }, 0xB1,
+			cat(hexb("00 b1 00 3c 00 01 00 40"), make([]byte, 0x3C-4))}, // WABEREQ 01b
 		{"block device characteristics", nil, 0xB1, cat(hexb("00 b1 00 3c 00 01"), make([]byte, 0x3C-2))},
 		{"logical block provisioning, full", nil, 0xB2, hexb("00 b2 00 04 00 00 00 00")},
 		{"logical block provisioning, thin", func(c *LUConfig) { c.Thin = true }, 0xB2, hexb("00 b2 00 04 00 e4 02 00")},

@@ -68,6 +68,10 @@ type LUConfig struct {
 	// identification strings, printable ASCII; defaults "ISCSITGT",
 	// "VIRTUAL-DISK", "0001".
 	Vendor, Product, Revision string
+	// SanitizeRate, when positive, caps SANITIZE OVERWRITE at this many
+	// bytes per second so that a background sanitize leaves bandwidth to
+	// the other LUs on the same disk. 0 means no cap.
+	SanitizeRate int64
 	// StatePath is the file holding saved mode page values (WCE, D_SENSE,
 	// SWP). Empty means mode pages cannot be saved. NewLU loads it.
 	StatePath string
@@ -124,6 +128,8 @@ type LU struct {
 	swp    atomic.Bool
 
 	ejected atomic.Bool
+	// life counts executing commands so RemoveLU can drain them.
+	life luLife
 	// uaCount is the number of queued unit attentions over all nexuses:
 	// commands look at it before touching nexus.
 	uaCount atomic.Int32
@@ -134,7 +140,10 @@ type LU struct {
 
 	pr prUnit // persistent and SPC-2 reservations (pr.go)
 
-	cawMu     sync.Mutex // serialises COMPARE AND WRITE and ORWRITE
+	ranges    rangeLock // orders atomic commands against other writes (rangelock.go)
+	san       sanitizeState
+	sanRate   int64       // SANITIZE OVERWRITE bytes per second, 0 = no cap
+	copies    copyManager // EXTENDED COPY results (xcopy.go)
 	zeroOnce  sync.Once
 	zeros     []byte
 	stats     luStats   // counters for LU.Stats (stats.go)
@@ -178,6 +187,7 @@ func NewLU(cfg LUConfig) (*LU, error) {
 		removable:  cfg.Removable,
 		rotational: info.Rotational,
 		statePath:  cfg.StatePath,
+		sanRate:    max(cfg.SanitizeRate, 0),
 		nexus:      make(map[NexusKey]*nexusState),
 	}
 	lu.capacity.Store(uint64(info.Size) >> lu.bsShift)
@@ -275,6 +285,7 @@ func (lu *LU) Capacity() uint64 { return lu.capacity.Load() }
 
 // Close flushes the device, then closes it.
 func (lu *LU) Close() error {
+	lu.san.stop()
 	ferr := lu.dev.Flush(context.Background())
 	if ferr != nil {
 		ferr = fmt.Errorf("scsi: LUN %d: flush: %w", lu.id, ferr)
@@ -516,6 +527,7 @@ func (lu *LU) dropNexus(n *Nexus) bool {
 		lu.uaCount.Add(-int32(ns.nua))
 		delete(lu.nexus, n.Key)
 	}
+	lu.copies.forget(n.Key)
 	return true
 }
 

@@ -49,6 +49,10 @@ const (
 	OpWriteAndVerify12 OpCode = 0xAE // WRITE AND VERIFY(12)
 	OpVerify12         OpCode = 0xAF // VERIFY(12)
 	OpReadDefectData12 OpCode = 0xB7 // READ DEFECT DATA(12)
+	OpSanitize         OpCode = 0x48 // SANITIZE
+	OpExtendedCopy     OpCode = 0x83 // EXTENDED COPY(LID1)
+	OpReceiveCopy      OpCode = 0x84 // RECEIVE COPY RESULTS
+	OpWriteAtomic16    OpCode = 0x9C // WRITE ATOMIC(16)
 )
 
 // Service actions of SERVICE ACTION IN(16) (SBC-4 §5.x) and MAINTENANCE IN
@@ -77,16 +81,16 @@ var opNames = [256]string{
 	OpServiceActionIn: "SERVICE ACTION IN(16)", OpReportLUNs: "REPORT LUNS",
 	OpMaintenanceIn: "MAINTENANCE IN", OpRead12: "READ(12)", OpWrite12: "WRITE(12)",
 	OpWriteAndVerify12: "WRITE AND VERIFY(12)", OpVerify12: "VERIFY(12)",
-	OpReadDefectData12: "READ DEFECT DATA(12)",
+	OpReadDefectData12: "READ DEFECT DATA(12)", OpSanitize: "SANITIZE", OpExtendedCopy: "EXTENDED COPY",
+	OpReceiveCopy: "RECEIVE COPY RESULTS", OpWriteAtomic16: "WRITE ATOMIC(16)",
 	// Commands we do not implement but that initiators send; named for logs.
 	OpReserve6: "RESERVE(6)", OpRelease6: "RELEASE(6)", OpReserve10: "RESERVE(10)", OpRelease10: "RELEASE(10)",
 	OpPersistentReserveIn: "PERSISTENT RESERVE IN", OpPersistentReserveOut: "PERSISTENT RESERVE OUT",
 	0x04: "FORMAT UNIT", 0x1C: "RECEIVE DIAGNOSTIC RESULTS",
 	0x1D: "SEND DIAGNOSTIC", 0x3B: "WRITE BUFFER", 0x3C: "READ BUFFER", 0x4D: "LOG SENSE",
 	0x4C: "LOG SELECT",
-	0x83: "EXTENDED COPY", 0x84: "RECEIVE COPY RESULTS", 0x85: "ATA PASS-THROUGH(16)",
-	0x9C: "WRITE ATOMIC(16)", 0xA1: "ATA PASS-THROUGH(12)", 0xA2: "SECURITY PROTOCOL IN",
-	0x48: "SANITIZE", 0xB5: "SECURITY PROTOCOL OUT",
+	0x85: "ATA PASS-THROUGH(16)", 0xA1: "ATA PASS-THROUGH(12)", 0xA2: "SECURITY PROTOCOL IN",
+	0xB5: "SECURITY PROTOCOL OUT",
 }
 
 func (o OpCode) String() string {
@@ -171,9 +175,19 @@ var sbcOps = [256]opEntry{
 	OpReadDefectData10: {usage: u(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0), flags: flagMedium, plan: planReadDefectData, exec: execReadDefectData},
 	OpWriteSame10:      {usage: u(0x41, 0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite, plan: planWriteSame, exec: execWriteSame},
 	OpUnmap:            {usage: u(0x42, 0x01, 0, 0, 0, 0, 0x3F, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite | flagThin, plan: planUnmap, exec: execUnmap},
-	OpModeSelect10:     {usage: u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), plan: planModeSelect, exec: execModeSelect},
-	OpModeSense10:      {usage: u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), plan: planModeSense, exec: execModeSense},
+	OpSanitize: {sas: []opEntry{
+		{usage: u(0x48, 0xA0|saOverwrite, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite, plan: planSanitize, exec: execSanitize},
+		{usage: u(0x48, 0xA0|saBlockErase, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite | flagThin, plan: planSanitize, exec: execSanitize},
+		{usage: u(0x48, 0xA0|saExitFailureMode, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite, plan: planSanitize, exec: execSanitize},
+	}},
+	OpModeSelect10: {usage: u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), plan: planModeSelect, exec: execModeSelect},
+	OpModeSense10:  {usage: u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), plan: planModeSense, exec: execModeSense},
 
+	OpExtendedCopy: {usage: u(0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), flags: flagMedium | flagWrite, plan: planExtendedCopy, exec: execExtendedCopy},
+	OpReceiveCopy: {sas: []opEntry{
+		{usage: u(0x84, rcrCopyStatus, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), plan: planReceiveCopy, exec: execReceiveCopy},
+		{usage: u(0x84, rcrOpParams, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), plan: planReceiveCopy, exec: execReceiveCopy},
+	}},
 	// Reservations (pr*.go, reserve.go).
 	OpReserve6:             {usage: reserveUsage(OpReserve6), plan: planNoData, exec: execReserve},
 	OpRelease6:             {usage: reserveUsage(OpRelease6), plan: planNoData, exec: execRelease},
@@ -191,6 +205,7 @@ var sbcOps = [256]opEntry{
 	OpPreFetch16:       {usage: u16(0x90, 0x02, 0x3F), flags: flagMedium, plan: planPreFetch},
 	OpSyncCache16:      {usage: u16(0x91, 0x06, 0x3F), flags: flagMedium, plan: planSyncCache, exec: execSyncCache},
 	OpWriteSame16:      {usage: u16(0x93, 0xF9, 0x3F), flags: flagMedium | flagWrite, plan: planWriteSame, exec: execWriteSame},
+	OpWriteAtomic16:    {usage: u(0x9C, 0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x3F, 0), flags: flagMedium | flagWrite, plan: planWriteAtomic, exec: execWriteAtomic},
 	OpServiceActionIn: {sas: []opEntry{
 		{usage: u(0x9E, SAReadCapacity16, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0), flags: flagMedium, plan: planReadCapacity16, exec: execReadCapacity16},
 		{usage: u(0x9E, SAGetLBAStatus, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), flags: flagMedium, plan: planGetLBAStatus, exec: execGetLBAStatus},
@@ -249,7 +264,7 @@ func lookupOp(ops *[256]opEntry, cdb []byte) (*opEntry, error) {
 // hasSA reports whether the entry is a service action of its opcode.
 func (e *opEntry) hasSA() bool {
 	switch OpCode(e.usage[0]) {
-	case OpServiceActionIn, OpMaintenanceIn, OpPersistentReserveIn, OpPersistentReserveOut:
+	case OpServiceActionIn, OpMaintenanceIn, OpPersistentReserveIn, OpPersistentReserveOut, OpSanitize, OpReceiveCopy:
 		return true
 	}
 	return false

@@ -72,6 +72,8 @@ func execWriteSame(ctx context.Context, lu *LU, c *Command) error {
 		pattern = c.DataOut[:lu.bs]
 	}
 	zero := pattern == nil || allZero(pattern)
+	s := lu.lockWrite(b.LBA, uint64(b.Blocks), false)
+	defer lu.unlockWrite(s, false)
 	var err error
 	switch {
 	case b.Unmap:
@@ -246,7 +248,10 @@ func execUnmap(ctx context.Context, lu *LU, c *Command) error {
 		if n == 0 {
 			continue
 		}
-		if err := lu.unmapRange(ctx, c, lba, n); err != nil {
+		s := lu.lockWrite(lba, n, false)
+		err := lu.unmapRange(ctx, c, lba, n)
+		lu.unlockWrite(s, false)
+		if err != nil {
 			return err
 		}
 	}

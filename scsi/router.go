@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -18,15 +17,20 @@ import (
 // §6.6.2, §6.33, §6.39). A Router holds no global state, so several can
 // live in one process.
 type Router struct {
-	lus    map[uint16]*LU
-	sorted []*LU // by LUN, for REPORT LUNS
-	ops    *[256]opEntry
-	log    *logrus.Entry
+	// tab is the current LU inventory; AddLU and RemoveLU replace it
+	// while commands run (router_update.go).
+	tab atomic.Pointer[luTable]
+	upd routerUpdate
+	ops *[256]opEntry
+	log *logrus.Entry
 	// panics counts commands that panicked; each became HARDWARE ERROR.
 	panics     atomic.Uint64
 	unknownLUN atomic.Uint64 // commands for a LUN without LU (stats.go)
 	// aborter aborts the tasks of preempted nexuses (SetTaskAborter).
 	aborter atomic.Pointer[TaskAborter]
+	// reaper ends already lost nexuses before a conflict is reported
+	// (SetNexusReaper, reaper.go).
+	reaper atomic.Pointer[NexusReaper]
 }
 
 // ErrUnknownLUN is returned by LogicalUnitReset for a LUN without LU.
@@ -35,23 +39,17 @@ var ErrUnknownLUN = errors.New("scsi: no such logical unit")
 // NewRouter returns a router over lus. Two LUs with the same ID are an
 // error.
 func NewRouter(lus []*LU) (*Router, error) {
-	r := &Router{lus: make(map[uint16]*LU, len(lus)), ops: &sbcOps}
-	for _, lu := range lus {
-		if lu == nil {
-			return nil, errors.New("scsi: nil LU")
-		}
-		if _, dup := r.lus[lu.id]; dup {
-			return nil, fmt.Errorf("scsi: duplicate LUN %d", lu.id)
-		}
-		r.lus[lu.id] = lu
-		r.sorted = append(r.sorted, lu)
+	r := &Router{ops: &sbcOps}
+	tab, err := newLUTable(lus)
+	if err != nil {
+		return nil, err
 	}
-	slices.SortFunc(r.sorted, func(a, b *LU) int { return int(a.id) - int(b.id) })
+	r.tab.Store(tab)
 	l := logrus.New()
 	l.SetOutput(io.Discard)
 	r.log = logrus.NewEntry(l)
-	if len(r.sorted) > 0 {
-		r.log = r.sorted[0].baseLog
+	if len(tab.sorted) > 0 {
+		r.log = tab.sorted[0].baseLog
 	}
 	return r, nil
 }
@@ -94,7 +92,7 @@ func (r *Router) lookup(raw uint64) *LU {
 	if !ok {
 		return nil
 	}
-	return r.lus[id]
+	return r.tab.Load().byID[id]
 }
 
 // LUNExists reports whether the raw LUN addresses a logical unit.
@@ -125,7 +123,12 @@ func (r *Router) Plan(c *Command) {
 		return
 	}
 	st.op = e
-	if err := r.precheck(lu, e, c); err != nil {
+	err = r.precheck(lu, e, c)
+	if nexusConflict(err) && r.reap() {
+		c.Dir, c.XferLen = DirNone, 0
+		err = r.precheck(lu, e, c)
+	}
+	if err != nil {
 		c.Dir, c.XferLen = DirNone, 0
 		r.finish(c, err)
 		return
@@ -146,6 +149,9 @@ func (r *Router) precheck(lu *LU, e *opEntry, c *Command) error {
 				return Sense{Key: KeyUnitAttention, ASC: asc}
 			}
 		}
+		if err := lu.sanitizeCheck(e, c); err != nil {
+			return err
+		}
 		if e.flags&flagMedium != 0 && lu.ejected.Load() {
 			return ErrMediumNotPresent
 		}
@@ -164,6 +170,9 @@ func (r *Router) precheck(lu *LU, e *opEntry, c *Command) error {
 		}
 	}
 	if !e.supportedOn(lu) {
+		if e.hasSA() {
+			return invalidCDB(1, 4) // the opcode exists, this service action not here
+		}
 		return ErrInvalidOpcode
 	}
 	return e.plan(lu, c)
@@ -191,13 +200,27 @@ func (r *Router) Execute(ctx context.Context, c *Command) {
 		return
 	}
 	if st.lu != nil {
+		// RemoveLU waits for executing commands; later ones find no LU.
+		if !st.lu.life.enter() {
+			r.finish(c, ErrLUNotSupported)
+			return
+		}
+		defer st.lu.life.exit()
 		// Again at execution: a PREEMPT may have come in between.
-		if err := st.lu.checkReservation(c); err != nil {
+		err := st.lu.checkReservation(c)
+		if nexusConflict(err) && r.reap() {
+			err = st.lu.checkReservation(c)
+		}
+		if err != nil {
 			r.finish(c, err)
 			return
 		}
 	}
-	r.finish(c, st.op.exec(ctx, st.lu, c))
+	err := st.op.exec(ctx, st.lu, c)
+	if err == ErrMediumRemovalPrevented && ctx.Err() == nil && r.reap() {
+		err = st.op.exec(ctx, st.lu, c) // START STOP UNIT refused before changing anything
+	}
+	r.finish(c, err)
 }
 
 // finish completes the command: GOOD, or CHECK CONDITION with the sense
@@ -290,7 +313,10 @@ func (r *Router) NexusAdded(n *Nexus) {
 	if n == nil {
 		return
 	}
-	for _, lu := range r.sorted {
+	r.upd.mu.Lock()
+	defer r.upd.mu.Unlock()
+	r.upd.track(n, true)
+	for _, lu := range r.tab.Load().sorted {
 		lu.addNexus(n)
 	}
 }
@@ -303,7 +329,10 @@ func (r *Router) NexusLost(n *Nexus) {
 	if n == nil {
 		return
 	}
-	for _, lu := range r.sorted {
+	r.upd.mu.Lock()
+	defer r.upd.mu.Unlock()
+	r.upd.track(n, false)
+	for _, lu := range r.tab.Load().sorted {
 		if lu.dropNexus(n) {
 			lu.prNexusLost(n.Key)
 		}
@@ -331,7 +360,7 @@ func (r *Router) TargetReset(cold bool) {
 	if cold {
 		asc = ASCPowerOnOccurred
 	}
-	for _, lu := range r.sorted {
+	for _, lu := range r.tab.Load().sorted {
 		lu.reset(asc)
 	}
 }
@@ -339,7 +368,7 @@ func (r *Router) TargetReset(cold bool) {
 // Flush makes every LU's completed writes durable (used at shutdown).
 func (r *Router) Flush(ctx context.Context) error {
 	var errs []error
-	for _, lu := range r.sorted {
+	for _, lu := range r.tab.Load().sorted {
 		if err := lu.dev.Flush(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("scsi: LUN %d: flush: %w", lu.id, err))
 		}
@@ -350,7 +379,7 @@ func (r *Router) Flush(ctx context.Context) error {
 // Close flushes and closes every LU.
 func (r *Router) Close() error {
 	var errs []error
-	for _, lu := range r.sorted {
+	for _, lu := range r.tab.Load().sorted {
 		errs = append(errs, lu.Close())
 	}
 	return errors.Join(errs...)

@@ -13,6 +13,8 @@ func lengthByte(op OpCode) int {
 	switch {
 	case op == OpCompareAndWrite:
 		return 13
+	case op == OpWriteAtomic16:
+		return 12
 	case cdbLen(op) == 6:
 		return 4
 	case cdbLen(op) == 10:
@@ -123,6 +125,8 @@ func execWrite(ctx context.Context, lu *LU, c *Command) error {
 	if err != nil || len(data) == 0 {
 		return err
 	}
+	s := lu.lockWrite(b.LBA, uint64(len(data))>>lu.bsShift, false)
+	defer lu.unlockWrite(s, false)
 	return lu.writeBlocks(ctx, c, data, b.LBA, lu.writeFlags(b.FUA))
 }
 
@@ -228,6 +232,8 @@ func execWriteAndVerify(ctx context.Context, lu *LU, c *Command) error {
 	if err != nil || len(data) == 0 {
 		return err
 	}
+	s := lu.lockWrite(b.LBA, uint64(len(data))>>lu.bsShift, false)
+	defer lu.unlockWrite(s, false)
 	if err := lu.writeBlocks(ctx, c, data, b.LBA, backstore.WriteFUA); err != nil {
 		return err
 	}
@@ -287,8 +293,8 @@ func planCompareAndWrite(lu *LU, c *Command) error {
 }
 
 // execCompareAndWrite compares and writes atomically with respect to
-// other COMPARE AND WRITE and ORWRITE commands of the LU (a per-LU lock;
-// plain WRITEs do not take it). On a miscompare nothing is written and
+// every other write to the same LBAs (an exclusive range lock, see
+// rangelock.go). On a miscompare nothing is written and
 // INFORMATION holds the offset of the first differing byte.
 func execCompareAndWrite(ctx context.Context, lu *LU, c *Command) error {
 	b := &c.state.blk
@@ -297,8 +303,8 @@ func execCompareAndWrite(ctx context.Context, lu *LU, c *Command) error {
 		return ErrInvalidFieldInIU
 	}
 	verify, write := c.DataOut[:n], c.DataOut[n:2*n]
-	lu.cawMu.Lock()
-	defer lu.cawMu.Unlock()
+	s := lu.lockWrite(b.LBA, uint64(b.Blocks), true)
+	defer lu.unlockWrite(s, true)
 	if err := lu.compare(ctx, c, b.LBA, uint64(b.Blocks), verify, false); err != nil {
 		return err
 	}
@@ -309,8 +315,8 @@ func execCompareAndWrite(ctx context.Context, lu *LU, c *Command) error {
 
 func planORWrite(lu *LU, c *Command) error { return planWrite(lu, c) }
 
-// execORWrite ORs the Data-Out into the medium, chunk by chunk, under the
-// same lock as COMPARE AND WRITE.
+// execORWrite ORs the Data-Out into the medium, chunk by chunk, holding
+// the range exclusively like COMPARE AND WRITE.
 func execORWrite(ctx context.Context, lu *LU, c *Command) error {
 	b := &c.state.blk
 	data, err := dataOutBlocks(lu, c)
@@ -319,8 +325,8 @@ func execORWrite(ctx context.Context, lu *LU, c *Command) error {
 	}
 	cp := lu.chunkPool.Get().(*[]byte)
 	defer lu.chunkPool.Put(cp)
-	lu.cawMu.Lock()
-	defer lu.cawMu.Unlock()
+	s := lu.lockWrite(b.LBA, uint64(len(data))>>lu.bsShift, true)
+	defer lu.unlockWrite(s, true)
 	off := int64(b.LBA) << lu.bsShift
 	flags := lu.writeFlags(b.FUA)
 	for done := 0; done < len(data); {

@@ -22,6 +22,7 @@ const (
 	KeyIllegalRequest SenseKey = 0x5 // ILLEGAL REQUEST
 	KeyUnitAttention  SenseKey = 0x6 // UNIT ATTENTION
 	KeyDataProtect    SenseKey = 0x7 // DATA PROTECT
+	KeyCopyAborted    SenseKey = 0xA // COPY ABORTED
 	KeyAbortedCommand SenseKey = 0xB // ABORTED COMMAND
 	KeyMiscompare     SenseKey = 0xE // MISCOMPARE
 )
@@ -31,7 +32,7 @@ var senseKeyNames = [16]string{
 	KeyMediumError: "MEDIUM ERROR", KeyHardwareError: "HARDWARE ERROR",
 	KeyIllegalRequest: "ILLEGAL REQUEST", KeyUnitAttention: "UNIT ATTENTION",
 	KeyDataProtect: "DATA PROTECT", 0x8: "BLANK CHECK", 0x9: "VENDOR SPECIFIC",
-	0xA: "COPY ABORTED", KeyAbortedCommand: "ABORTED COMMAND", 0xD: "VOLUME OVERFLOW",
+	KeyCopyAborted: "COPY ABORTED", KeyAbortedCommand: "ABORTED COMMAND", 0xD: "VOLUME OVERFLOW",
 	KeyMiscompare: "MISCOMPARE", 0xF: "COMPLETED",
 }
 
@@ -75,6 +76,15 @@ const (
 	ASCMediumRemovalPrevented     ASC = 0x5302 // MEDIUM REMOVAL PREVENTED
 	ASCReportedLUNsDataChanged    ASC = 0x3F0E // REPORTED LUNS DATA HAS CHANGED
 	ASCCommandsClearedByAnotherIT ASC = 0x2F00 // COMMANDS CLEARED BY ANOTHER INITIATOR
+	ASCOperationInProgress        ASC = 0x0016 // OPERATION IN PROGRESS
+	ASCSanitizeInProgress         ASC = 0x041B // LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS
+	ASCCopyTargetNotReachable     ASC = 0x0D02 // COPY TARGET DEVICE NOT REACHABLE
+	ASCTooManyTargetDescs         ASC = 0x2606 // TOO MANY TARGET DESCRIPTORS
+	ASCUnsupportedTargetDesc      ASC = 0x2607 // UNSUPPORTED TARGET DESCRIPTOR TYPE CODE
+	ASCTooManySegmentDescs        ASC = 0x2608 // TOO MANY SEGMENT DESCRIPTORS
+	ASCUnsupportedSegmentDesc     ASC = 0x2609 // UNSUPPORTED SEGMENT DESCRIPTOR TYPE CODE
+	ASCSanitizeCommandFailed      ASC = 0x3103 // SANITIZE COMMAND FAILED
+	ASCSoftThresholdReached       ASC = 0x3807 // THIN PROVISIONING SOFT THRESHOLD REACHED
 )
 
 var ascNames = map[ASC]string{
@@ -92,7 +102,12 @@ var ascNames = map[ASC]string{
 	ASCSavingParamsNotSupported: "SAVING PARAMETERS NOT SUPPORTED", ASCMediumNotPresent: "MEDIUM NOT PRESENT",
 	ASCInternalTargetFailure: "INTERNAL TARGET FAILURE", ASCMediumRemovalPrevented: "MEDIUM REMOVAL PREVENTED",
 	ASCReportedLUNsDataChanged: "REPORTED LUNS DATA HAS CHANGED", ASCCommandsClearedByAnotherIT: "COMMANDS CLEARED BY ANOTHER INITIATOR",
-	ASCInvalidReleaseOfPR: "INVALID RELEASE OF PERSISTENT RESERVATION", ASCReservationsPreempted: "RESERVATIONS PREEMPTED",
+	ASCOperationInProgress: "OPERATION IN PROGRESS", ASCSanitizeInProgress: "LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS",
+	ASCCopyTargetNotReachable: "COPY TARGET DEVICE NOT REACHABLE", ASCTooManyTargetDescs: "TOO MANY TARGET DESCRIPTORS",
+	ASCUnsupportedTargetDesc: "UNSUPPORTED TARGET DESCRIPTOR TYPE CODE", ASCTooManySegmentDescs: "TOO MANY SEGMENT DESCRIPTORS",
+	ASCUnsupportedSegmentDesc: "UNSUPPORTED SEGMENT DESCRIPTOR TYPE CODE", ASCSanitizeCommandFailed: "SANITIZE COMMAND FAILED",
+	ASCSoftThresholdReached: "THIN PROVISIONING SOFT THRESHOLD REACHED",
+	ASCInvalidReleaseOfPR:   "INVALID RELEASE OF PERSISTENT RESERVATION", ASCReservationsPreempted: "RESERVATIONS PREEMPTED",
 	ASCReservationsReleased: "RESERVATIONS RELEASED", ASCRegistrationsPreempted: "REGISTRATIONS PREEMPTED",
 }
 
@@ -121,6 +136,13 @@ type Sense struct {
 	FieldByte  uint16
 	BitValid   bool
 	Bit        uint8
+	// Segment makes the field pointer a segment pointer of COPY ABORTED
+	// (SD bit): FieldByte is the offset of the segment descriptor in the
+	// EXTENDED COPY parameter list (SPC-4 §4.5.2.4.5).
+	Segment bool
+	// Progress makes the sense key specific data a progress indication
+	// (SPC-4 §4.5.2.4.4): FieldByte holds the fraction done out of 65536.
+	Progress bool
 }
 
 func (s Sense) Error() string {
@@ -198,7 +220,17 @@ const (
 // its length: descriptor format (72h) when desc is set, else fixed (70h).
 func (s Sense) encode(dst []byte, desc bool) int {
 	var sks [3]byte
-	if s.FieldValid {
+	switch {
+	case s.Progress:
+		sks[0] = 0x80 // SKSV
+		binary.BigEndian.PutUint16(sks[1:], s.FieldByte)
+	case s.FieldValid && s.Segment:
+		sks[0] = 0x80 | 0x20 // SKSV, SD
+		if s.BitValid {
+			sks[0] |= 0x08 | s.Bit&0x07
+		}
+		binary.BigEndian.PutUint16(sks[1:], s.FieldByte)
+	case s.FieldValid:
 		sks[0] = 0x80 // SKSV
 		if s.InCDB {
 			sks[0] |= 0x40 // C/D
@@ -208,6 +240,7 @@ func (s Sense) encode(dst []byte, desc bool) int {
 		}
 		binary.BigEndian.PutUint16(sks[1:], s.FieldByte)
 	}
+	hasSKS := sks[0] != 0
 	if !desc {
 		b := dst[:fixedSenseLen]
 		clear(b)
@@ -233,7 +266,7 @@ func (s Sense) encode(dst []byte, desc bool) int {
 		binary.BigEndian.PutUint64(d[4:12], s.Info)
 		n += infoDescLen
 	}
-	if s.FieldValid {
+	if hasSKS {
 		d := dst[n : n+sksDescLen]
 		d[0], d[1] = 0x02, sksDescLen-2 // type 02h
 		copy(d[4:7], sks[:])

@@ -55,6 +55,10 @@ func execRequestSense(_ context.Context, lu *LU, c *Command) error {
 	default:
 		if asc, ok := lu.takeUA(c.Nexus); ok {
 			s = Sense{Key: KeyUnitAttention, ASC: asc}
+		} else if lu.san.active.Load() {
+			s = lu.san.inProgress()
+		} else if lu.san.failed.Load() {
+			s = ErrSanitizeFailed.(Sense)
 		} else if lu.ejected.Load() {
 			s = Sense{Key: KeyNotReady, ASC: ASCMediumNotPresent}
 		}
@@ -85,7 +89,7 @@ func planReportLUNs(_ *LU, c *Command) error {
 func execReportLUNs(_ context.Context, _ *LU, c *Command) error {
 	var lus []*LU
 	if c.state.rl.Select != 1 {
-		lus = c.state.r.sorted
+		lus = c.state.r.tab.Load().sorted
 	}
 	out := make([]byte, 8+8*len(lus))
 	be.PutUint32(out[0:4], uint32(8*len(lus)))

@@ -201,8 +201,9 @@ type RouterStats struct {
 
 // Stats returns a snapshot of the router's and its LUs' counters.
 func (r *Router) Stats() RouterStats {
-	s := RouterStats{Panics: r.panics.Load(), UnknownLUN: r.unknownLUN.Load(), LUs: make([]LUStats, 0, len(r.sorted))}
-	for _, lu := range r.sorted {
+	lus := r.tab.Load().sorted
+	s := RouterStats{Panics: r.panics.Load(), UnknownLUN: r.unknownLUN.Load(), LUs: make([]LUStats, 0, len(lus))}
+	for _, lu := range lus {
 		s.LUs = append(s.LUs, lu.Stats())
 	}
 	return s

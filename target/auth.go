@@ -162,7 +162,7 @@ func (st *loginState) authorize() (uint16, string) {
 	if st.discovery || st.node == nil {
 		return pdu.LoginSuccess, ""
 	}
-	if ok, why := st.c.srv.cfg.Access.Allowed(st.node.Name, st.initiatorName, st.c.remoteAddr()); !ok {
+	if ok, why := st.c.srv.aclFor(st.node).Allowed(st.node.Name, st.initiatorName, st.c.remoteAddr()); !ok {
 		return pdu.LoginAuthorizationFailure, "initiator not allowed: " + why
 	}
 	return pdu.LoginSuccess, ""
@@ -171,7 +171,10 @@ func (st *loginState) authorize() (uint16, string) {
 // authRequired returns the CHAP configuration this login must satisfy.
 func (st *loginState) authConfig() *chap.TargetConfig {
 	if st.discovery {
-		return st.c.srv.cfg.Auth.Discovery
+		return st.c.srv.discoveryAuth()
+	}
+	if st.node != nil && st.node.Auth != nil {
+		return st.node.Auth
 	}
 	return st.c.srv.cfg.Auth.Session
 }

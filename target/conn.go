@@ -1,7 +1,6 @@
 package target
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -30,9 +29,11 @@ type conn struct {
 	nc  net.Conn
 	// source is the remote IP address (per-source connection limit).
 	source string
-	br     *bufio.Reader
+	br     *rxReader
 	id     uint64
 	log    *logrus.Entry
+	// nop are the liveness timers in force when the connection came.
+	nop *Timers
 
 	// Receiver-owned.
 	hdr     pdu.Header
@@ -57,13 +58,14 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		srv:    s,
 		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 64<<10),
+		br:     newRxReader(nc, s.rxBufs),
 		id:     s.nextID.Add(1),
 		closed: make(chan struct{}),
 	}
 	c.log = s.log.WithFields(logrus.Fields{"conn": c.id, "remote": nc.RemoteAddr().String()})
 	c.lastRx.Store(time.Now().UnixNano())
-	tuneSocket(nc, s.cfg.NOPTimeout)
+	c.nop = s.timers.Load()
+	tuneSocket(nc, c.nop.NOPTimeout)
 	return c
 }
 
@@ -92,6 +94,7 @@ func tuneSocket(nc net.Conn, userTimeout time.Duration) {
 // input costs this connection only.
 func (c *conn) serve() {
 	defer c.srv.forgetConn(c)
+	defer c.br.release()
 	defer func() {
 		if r := recover(); r != nil {
 			c.log.WithFields(logrus.Fields{"panic": r, "pdu": fmt.Sprintf("% x", c.hdr.BHS[:])}).

@@ -583,8 +583,9 @@ var ErrNoSuchTarget = errors.New("iscsi: no such target")
 
 // Leases describes the lease of every target node.
 func (s *Server) Leases() []LeaseInfo {
-	out := make([]LeaseInfo, 0, len(s.cfg.Nodes))
-	for _, n := range s.cfg.Nodes {
+	nodes := s.Nodes() // nodes.go: nodes come and go with reload
+	out := make([]LeaseInfo, 0, len(nodes))
+	for _, n := range nodes {
 		out = append(out, s.leases.info(n))
 	}
 	return out

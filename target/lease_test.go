@@ -59,9 +59,12 @@ func leaseWrite(t *testing.T, c *targettest.Client, lba uint32, b []byte) {
 	}
 }
 
+// leaseTimers are short liveness timers for takeover tests, still long
+// enough that an idle but healthy client of a loaded CI machine (race
+// detector, parallel packages) is not taken for dead.
 func leaseTimers(c *target.Config) {
-	c.NOPInterval = 100 * time.Millisecond
-	c.NOPTimeout = 200 * time.Millisecond
+	c.NOPInterval = 200 * time.Millisecond
+	c.NOPTimeout = time.Second
 }
 
 func wantLeaseStatus(t *testing.T, what string, got, want uint16) {
@@ -225,7 +228,9 @@ func TestLeaseTakeoverFencesSilentHolder(t *testing.T) {
 	defer b.Close()
 	t.Logf("B refused %d times after A went silent", refused)
 
-	// The old holder's pending write can no longer land.
+	// The old holder's pending write can no longer land. B answers its
+	// pings meanwhile.
+	stopB := pingAnswerer(t, b)
 	var h pdu.BHS
 	dout := pdu.DataOut{Final: true, LUN: 0, InitiatorTaskTag: r2t.InitiatorTaskTag,
 		TargetTransferTag: r2t.TargetTransferTag, ExpStatSN: a.ExpStatSN}
@@ -247,6 +252,7 @@ func TestLeaseTakeoverFencesSilentHolder(t *testing.T) {
 	if dev[0] != 0xaa {
 		t.Fatal("the holder's acknowledged write is lost")
 	}
+	stopB()
 	leaseWrite(t, b, 8, bytes.Repeat([]byte{0xbb}, 512))
 
 	li := leaseOf(t, tg)
@@ -261,7 +267,7 @@ func TestLeaseTakeoverFencesSilentHolder(t *testing.T) {
 	}
 
 	// Session recovery of the fenced nexus is refused for good.
-	stopB := pingAnswerer(t, b) // B stays alive meanwhile
+	stopB = pingAnswerer(t, b) // B stays alive meanwhile
 	defer stopB()
 	_, st := leaseLogin(t, tg, nameA, 1)
 	wantLeaseStatus(t, "fenced reinstatement", st, pdu.LoginAuthorizationFailure)
@@ -513,12 +519,18 @@ func TestLeaseSharedModeUnaffected(t *testing.T) {
 func TestLeaseTakeoverWaitsForExecutingWrite(t *testing.T) {
 	var fd *faulty.Device
 	tg := targettest.Start(t, targettest.Options{
-		Configure: func(c *target.Config) { leaseTimers(c); c.LoginTimeout = time.Second },
+		Configure: func(c *target.Config) {
+			c.NOPInterval, c.NOPTimeout = 100*time.Millisecond, 300*time.Millisecond
+			c.LoginTimeout = time.Second
+		},
 		Wrap: func(_ int, d backstore.Device) backstore.Device {
 			fd = faulty.Wrap(d)
 			return fd
 		},
 	})
+	// A failing test must not leave the hung write holding the server's
+	// Close (cleanups run last-registered first).
+	t.Cleanup(fd.Clear)
 	a, _ := leaseLogin(t, tg, nameA, 1)
 	defer a.Close()
 	leaseWrite(t, a, 0, bytes.Repeat([]byte{0xa0}, 512)) // past the unit attention
@@ -538,9 +550,10 @@ func TestLeaseTakeoverWaitsForExecutingWrite(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// A is silent from now on; once it is dead by the liveness rule, B's
-	// login takes the lease over but cannot complete while the write runs.
-	time.Sleep(400 * time.Millisecond)
+	// A is silent from now on; once it is dead by the liveness rule
+	// (interval + timeout = 400 ms), B's login takes the lease over but
+	// cannot complete while the write runs.
+	time.Sleep(time.Second)
 	for i := 0; i < 2; i++ {
 		_, st := leaseLogin(t, tg, nameB, 1)
 		wantLeaseStatus(t, "takeover during an executing write", st, pdu.LoginServiceUnavailable)

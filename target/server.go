@@ -15,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/iscsi-target/iscsi-target/chap"
 	"github.com/iscsi-target/iscsi-target/internal/bufpool"
 	"github.com/iscsi-target/iscsi-target/scsi"
 )
@@ -39,6 +40,11 @@ type Node struct {
 	// MaxSessions); further logins get Login Response 0x0302 (out of
 	// resources). 0 means no limit.
 	MaxSessions int
+	// Auth, when set, is the CHAP this node's sessions must pass instead
+	// of Config.Auth.Session; ACL, when set, replaces Config.Access for
+	// this node (nodes.go).
+	Auth *chap.TargetConfig
+	ACL  *ACL
 }
 
 // Config configures a Server. Zero values select the documented defaults.
@@ -227,6 +233,9 @@ type Server struct {
 	cfg  Config
 	log  *logrus.Entry
 	bufs *bufpool.Pool
+	// rxBufs lends busy connections their large receive buffers (rxbuf.go);
+	// apart from bufs so DataBuffersInUse counts command data only.
+	rxBufs *bufpool.Pool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -239,6 +248,8 @@ type Server struct {
 	connWG    sync.WaitGroup
 
 	sessions sessionTable
+	nodes    nodeTable              // nodes.go
+	timers   atomic.Pointer[Timers] // nodes.go
 	leases   *leaseManager
 	auth     *authState
 	nextID   atomic.Uint64
@@ -266,6 +277,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg:       cfg,
 		log:       cfg.Log,
 		bufs:      bufpool.New(),
+		rxBufs:    bufpool.New(),
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
@@ -274,10 +286,13 @@ func NewServer(cfg Config) (*Server, error) {
 		budget:    newBudget(cfg.DataBufferBudget),
 	}
 	s.sessions.init()
+	s.nodes.list = cfg.Nodes
+	s.timers.Store(&Timers{NOPInterval: cfg.NOPInterval, NOPTimeout: cfg.NOPTimeout})
 	s.auth = newAuthState(&s.cfg.Auth)
 	s.tasks.New = func() any { return new(task) }
 	for _, n := range cfg.Nodes {
 		n.Router.SetTaskAborter(s.preemptAborter(n)) // reservations.go
+		n.Router.SetNexusReaper(s.nexusReaper(n))    // reaper.go
 	}
 	if s.leases, err = newLeaseManager(s); err != nil {
 		cancel()
@@ -288,7 +303,7 @@ func NewServer(cfg Config) (*Server, error) {
 
 // node returns the node called name, or nil.
 func (s *Server) node(name string) *Node {
-	for _, n := range s.cfg.Nodes {
+	for _, n := range s.Nodes() {
 		if n.Name == name {
 			return n
 		}

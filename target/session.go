@@ -95,7 +95,8 @@ func (t *sessionTable) create(c *conn, sp sessionSpec) (*session, uint16, string
 	if n := sp.node; n != nil && !sp.discovery && n.MaxSessions > 0 {
 		count := 0
 		for _, s := range t.byT {
-			if s.node == n && !s.discovery {
+			// By name: ReplaceNode gives new logins a new *Node.
+			if s.node != nil && s.node.Name == n.Name && !s.discovery {
 				count++
 			}
 		}
@@ -134,7 +135,8 @@ func (t *sessionTable) forNode(n *Node, fn func(*session)) {
 	t.mu.Lock()
 	list := make([]*session, 0, len(t.byT))
 	for _, s := range t.byT {
-		if s.node == n {
+		// By name: sessions from before a ReplaceNode hold the old *Node.
+		if s.node != nil && s.node.Name == n.Name {
 			list = append(list, s)
 		}
 	}
@@ -233,6 +235,7 @@ func newSession(c *conn, sp sessionSpec, tsih uint16) *session {
 	fields := logrus.Fields{
 		"initiator": sp.initiatorName,
 		"session":   fmt.Sprintf("%s/%d", sp.isid, tsih),
+		"conn":      c.id,
 	}
 	if sp.node != nil {
 		fields["target"] = sp.node.Name

@@ -172,11 +172,11 @@ func (s *Server) Stats() Stats {
 	for i := range st.Logins {
 		st.Logins[i] = s.stats.logins[i].Load()
 	}
+	nodes := s.Nodes()
 	s.mu.Lock()
 	st.Connections = len(s.conns)
 	st.Listening = len(s.listeners)
 	st.Closing = s.closing
-	nodes := s.cfg.Nodes
 	s.mu.Unlock()
 
 	perNode := make(map[string]int, len(nodes))

@@ -131,7 +131,7 @@ func (c *conn) sendTargets(value string) pdu.Keys {
 	var nodes []*Node
 	switch {
 	case value == "All":
-		nodes = c.srv.cfg.Nodes
+		nodes = c.srv.Nodes()
 	case value == "":
 		if c.sess.node != nil {
 			nodes = []*Node{c.sess.node}
@@ -143,7 +143,7 @@ func (c *conn) sendTargets(value string) pdu.Keys {
 	}
 	var out pdu.Keys
 	for _, n := range nodes {
-		if ok, _ := c.srv.cfg.Access.Allowed(n.Name, c.sess.initiatorName, c.remoteAddr()); !ok {
+		if ok, _ := c.srv.aclFor(n).Allowed(n.Name, c.sess.initiatorName, c.remoteAddr()); !ok {
 			// An initiator the ACL refuses does not learn of the target.
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/iscsi-target/iscsi-target/scsi"
@@ -36,14 +37,23 @@ type txItem struct {
 	task     *task
 }
 
-// txBatch bounds the items written by one writev.
-const txBatch = 64
-
 type transmitter struct {
 	c      *conn
-	q      chan txItem
 	statSN uint32
 	done   chan struct{}
+
+	// The queue: senders append to pending under mu and poke wake; the
+	// loop swaps pending with batch, so both slices only grow to the
+	// number of responses actually in flight (an idle connection holds
+	// almost nothing). limit bounds pending: senders wait for space, so a
+	// flood of PDUs that each queue a Reject cannot grow it without bound.
+	mu      sync.Mutex
+	pending []txItem
+	stopped bool // the loop has exited: senders drop instead of queueing
+	limit   int
+	waiters int           // senders waiting for space
+	wake    chan struct{} // cap 1: pending became non-empty
+	space   chan struct{} // cap 1: pending was emptied
 
 	// Scratch reused for every batch: encoded headers and tails, and the
 	// iovec list.
@@ -51,6 +61,12 @@ type transmitter struct {
 	iov   [][]byte
 	wbuf  net.Buffers
 	batch []txItem
+
+	// Per-PDU scratch: fields of the transmitter rather than locals, so
+	// that passing them to the CRC and copy helpers does not move them to
+	// the heap on every PDU.
+	hdr  pdu.BHS
+	tail pdu.Tail
 
 	pingTTT uint32
 	pingAt  int64
@@ -60,11 +76,11 @@ func newTransmitter(c *conn, statSN uint32) *transmitter {
 	w := int(c.srv.cfg.CmdWindow)
 	return &transmitter{
 		c:      c,
-		q:      make(chan txItem, 2*w+maxImmediate+64),
+		limit:  2*w + maxImmediate + 64,
 		statSN: statSN,
 		done:   make(chan struct{}),
-		slab:   make([]byte, 0, 16<<10),
-		batch:  make([]txItem, 0, txBatch),
+		wake:   make(chan struct{}, 1),
+		space:  make(chan struct{}, 1),
 	}
 }
 
@@ -73,21 +89,62 @@ func (tx *transmitter) start() { go tx.loop() }
 // wait blocks until the transmitter has exited.
 func (tx *transmitter) wait() { <-tx.done }
 
-// send queues a PDU; it gives up when the connection closes.
-func (tx *transmitter) send(it txItem) {
-	select {
-	case tx.q <- it:
-	case <-tx.c.closed:
+// enqueue appends it to the queue, waiting while the queue is at its
+// limit; it reports false (and queues nothing) once the connection is
+// closed.
+func (tx *transmitter) enqueue(it txItem) bool {
+	tx.mu.Lock()
+	for !tx.stopped && len(tx.pending) >= tx.limit {
+		tx.waiters++
+		tx.mu.Unlock()
+		select {
+		case <-tx.space:
+		case <-tx.c.closed:
+		}
+		tx.mu.Lock()
+		tx.waiters--
+		if tx.c.isClosed() {
+			tx.stopped = true
+		}
 	}
+	if tx.stopped {
+		tx.mu.Unlock()
+		return false
+	}
+	tx.pending = append(tx.pending, it)
+	first := len(tx.pending) == 1
+	tx.mu.Unlock()
+	if first {
+		select {
+		case tx.wake <- struct{}{}:
+		default:
+		}
+	}
+	return true
 }
+
+// send queues a PDU; it gives up when the connection closes.
+func (tx *transmitter) send(it txItem) { tx.enqueue(it) }
 
 // sendTask queues a task's response. If the connection is gone the task is
 // freed here.
 func (tx *transmitter) sendTask(t *task) {
-	select {
-	case tx.q <- txItem{kind: txTask, task: t}:
-	case <-tx.c.closed:
+	if !tx.enqueue(txItem{kind: txTask, task: t}) {
 		t.sess.drop(t)
+	}
+}
+
+// take moves the queued items into tx.batch.
+func (tx *transmitter) take() {
+	tx.mu.Lock()
+	tx.batch, tx.pending = tx.pending, tx.batch[:0]
+	w := tx.waiters
+	tx.mu.Unlock()
+	if w > 0 {
+		select {
+		case tx.space <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -105,10 +162,10 @@ func (tx *transmitter) loop() {
 		}
 	}()
 	var tick <-chan time.Time
-	if iv := c.srv.cfg.NOPInterval; iv > 0 {
+	if iv := c.nop.NOPInterval; iv > 0 {
 		// A fine tick keeps the ping and the dead verdict within 1/8 of
 		// the configured times, so failover timing stays predictable.
-		period := min(iv, c.srv.cfg.NOPTimeout) / 8
+		period := min(iv, c.nop.NOPTimeout) / 8
 		period = min(max(period, 10*time.Millisecond), time.Second)
 		tk := time.NewTicker(period)
 		defer tk.Stop()
@@ -116,16 +173,10 @@ func (tx *transmitter) loop() {
 	}
 	for {
 		select {
-		case it := <-tx.q:
-			tx.batch = append(tx.batch[:0], it)
-		fill:
-			for len(tx.batch) < txBatch {
-				select {
-				case it := <-tx.q:
-					tx.batch = append(tx.batch, it)
-				default:
-					break fill
-				}
+		case <-tx.wake:
+			tx.take()
+			if len(tx.batch) == 0 {
+				continue
 			}
 			if err := tx.write(); err != nil {
 				c.close(err)
@@ -146,7 +197,8 @@ func (tx *transmitter) loop() {
 	}
 }
 
-// drain frees the tasks still queued after the connection closed.
+// drain frees the tasks still queued after the connection closed, and
+// makes later senders drop theirs.
 func (tx *transmitter) drain() {
 	for _, it := range tx.batch {
 		if it.kind == txTask && it.task != nil {
@@ -154,15 +206,19 @@ func (tx *transmitter) drain() {
 		}
 	}
 	tx.batch = tx.batch[:0]
-	for {
-		select {
-		case it := <-tx.q:
-			if it.kind == txTask {
-				it.task.sess.drop(it.task)
-			}
-		default:
-			return
+	tx.mu.Lock()
+	tx.stopped = true
+	rest := tx.pending
+	tx.pending = nil
+	tx.mu.Unlock()
+	for _, it := range rest {
+		if it.kind == txTask && it.task != nil {
+			it.task.sess.drop(it.task)
 		}
+	}
+	select {
+	case tx.space <- struct{}{}:
+	default:
 	}
 }
 
@@ -179,13 +235,13 @@ func (tx *transmitter) ping() error {
 	if tx.pingAt != 0 {
 		if last >= tx.pingAt {
 			tx.pingAt = 0
-		} else if time.Duration(now-tx.pingAt) >= c.srv.cfg.NOPTimeout {
+		} else if time.Duration(now-tx.pingAt) >= c.nop.NOPTimeout {
 			return errNOPTimeout
 		} else {
 			return nil
 		}
 	}
-	if time.Duration(now-last) < c.srv.cfg.NOPInterval {
+	if time.Duration(now-last) < c.nop.NOPInterval {
 		return nil
 	}
 	tx.pingTTT = c.sess.allocTTT()
@@ -221,7 +277,7 @@ func (tx *transmitter) write() error {
 		}
 	}
 	tx.wbuf = net.Buffers(tx.iov)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.NOPTimeout + 20*time.Second))
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.nop.NOPTimeout + 20*time.Second))
 	_, err := tx.wbuf.WriteTo(c.nc)
 	for i := range tx.batch {
 		if it := &tx.batch[i]; it.kind == txTask {
@@ -286,9 +342,8 @@ func (tx *transmitter) addPDU(h *pdu.BHS, advance bool, data []byte) {
 		return
 	}
 	tx.iov = append(tx.iov, data)
-	var tail pdu.Tail
-	tail.Compute(d, data)
-	if tb := tail.Bytes(); len(tb) > 0 {
+	tx.tail.Compute(d, data)
+	if tb := tx.tail.Bytes(); len(tb) > 0 {
 		b := tx.reserve(len(tb))
 		copy(b, tb)
 		tx.iov = append(tx.iov, b)
@@ -340,9 +395,8 @@ func (tx *transmitter) addTask(t *task) {
 			if inBurst == burst {
 				inBurst = 0
 			}
-			var h pdu.BHS
-			di.Marshal(&h)
-			tx.addPDU(&h, last, cmd.DataIn[off:off+l])
+			di.Marshal(&tx.hdr)
+			tx.addPDU(&tx.hdr, last, cmd.DataIn[off:off+l])
 			dataSN++
 			off += l
 		}
@@ -357,8 +411,7 @@ func (tx *transmitter) addTask(t *task) {
 		ResidualCount:    residual,
 		ExpDataSN:        t.r2tSN,
 	}
-	var h pdu.BHS
-	resp.Marshal(&h)
+	resp.Marshal(&tx.hdr)
 	var data []byte
 	if cmd.SenseLen > 0 && status == scsi.StatusCheckCondition {
 		// Sense data: a 2-byte SenseLength, then the sense (RFC 7143 §11.4.7).
@@ -366,5 +419,5 @@ func (tx *transmitter) addTask(t *task) {
 		binary.BigEndian.PutUint16(data, uint16(cmd.SenseLen))
 		copy(data[2:], cmd.Sense[:cmd.SenseLen])
 	}
-	tx.addPDU(&h, true, data)
+	tx.addPDU(&tx.hdr, true, data)
 }

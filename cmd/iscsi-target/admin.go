@@ -213,8 +213,9 @@ func adminCall(ctx context.Context, socket, method, route string, in, out any) e
 	return nil
 }
 
-// adminRoutes returns the daemon's admin handler.
-func adminRoutes(srv *target.Server) *http.ServeMux {
+// adminRoutes returns the daemon's admin handler; each extra function
+// registers more routes.
+func adminRoutes(srv *target.Server, extra ...func(*http.ServeMux)) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, _ *http.Request) {
 		adminJSON(w, http.StatusOK, srv.Sessions())
@@ -223,6 +224,9 @@ func adminRoutes(srv *target.Server) *http.ServeMux {
 	mux.HandleFunc("GET /v1/debug/runtime", func(w http.ResponseWriter, r *http.Request) {
 		adminJSON(w, http.StatusOK, runtimeInfo(srv, r.URL.Query().Has("gc"), r.URL.Query().Has("stacks")))
 	})
+	for _, f := range extra {
+		f(mux)
+	}
 	return mux
 }
 

@@ -5,13 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
+
+	"github.com/iscsi-target/iscsi-target/internal/config"
 )
 
 // lunSpec is one parsed --lun value:
-// PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=S][,id=N][,direct]
+// PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=S][,id=N][,direct][,sanitize-rate=SIZE]
 type lunSpec struct {
 	Path      string
 	Size      int64 // 0: not given
@@ -22,6 +23,9 @@ type lunSpec struct {
 	Serial    string
 	ID        int // -1: next free number
 	Direct    bool
+	// SanitizeRate caps a SANITIZE OVERWRITE at this many bytes per
+	// second (0: as fast as the backing store goes).
+	SanitizeRate int64
 }
 
 // maxLUNID is the largest LUN number (flat space addressing, SAM-5 §4.7.7).
@@ -83,6 +87,10 @@ func parseLUNSpec(s string) (lunSpec, error) {
 					err = fmt.Errorf("blocksize %q: must be 512 or 4096", val)
 				}
 			}
+		case "sanitize-rate":
+			if err = need(); err == nil {
+				spec.SanitizeRate, err = parseSize(val)
+			}
 		case "serial":
 			if err = need(); err == nil {
 				err = checkSerial(val)
@@ -99,7 +107,7 @@ func parseLUNSpec(s string) (lunSpec, error) {
 		case "":
 			err = errors.New("empty option (two commas in a row?)")
 		default:
-			err = fmt.Errorf("unknown option %q (known: size, ro, thin, removable, blocksize, serial, id, direct)", key)
+			err = fmt.Errorf("unknown option %q (known: size, ro, thin, removable, blocksize, serial, id, direct, sanitize-rate)", key)
 		}
 		if err != nil {
 			return spec, err
@@ -117,54 +125,11 @@ func parseLUNSpec(s string) (lunSpec, error) {
 	return spec, nil
 }
 
-// checkSerial enforces what VPD page 80h can carry: printable ASCII, at
-// most 64 bytes here.
-func checkSerial(s string) error {
-	if len(s) > 64 {
-		return fmt.Errorf("serial %q: at most 64 characters", s)
-	}
-	for _, r := range s {
-		if r < 0x21 || r > 0x7e {
-			return fmt.Errorf("serial %q: only printable ASCII without spaces", s)
-		}
-	}
-	return nil
-}
+// checkSerial enforces what VPD page 80h can carry (config.CheckSerial).
+func checkSerial(s string) error { return config.CheckSerial(s) }
 
-// parseSize accepts a byte count with an optional unit: binary KiB, MiB,
-// GiB, TiB (also K, M, G, T), decimal KB, MB, GB, TB, or B.
-func parseSize(s string) (int64, error) {
-	orig := s
-	s = strings.TrimSpace(s)
-	i := 0
-	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
-		i++
-	}
-	num, unit := s[:i], strings.TrimSpace(s[i:])
-	if num == "" {
-		return 0, fmt.Errorf("invalid size %q: want a number with an optional unit (512MiB, 4GiB, 1TB)", orig)
-	}
-	mult := map[string]float64{
-		"": 1, "B": 1,
-		"K": 1 << 10, "KiB": 1 << 10, "KB": 1e3,
-		"M": 1 << 20, "MiB": 1 << 20, "MB": 1e6,
-		"G": 1 << 30, "GiB": 1 << 30, "GB": 1e9,
-		"T": 1 << 40, "TiB": 1 << 40, "TB": 1e12,
-	}
-	m, ok := mult[unit]
-	if !ok {
-		return 0, fmt.Errorf("invalid size %q: unknown unit %q (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)", orig, unit)
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil {
-		return 0, fmt.Errorf("invalid size %q: %v", orig, err)
-	}
-	v := f * m
-	if v < 1 || v > math.MaxInt64/2 || v != math.Trunc(v) {
-		return 0, fmt.Errorf("invalid size %q: must be a whole, positive number of bytes", orig)
-	}
-	return int64(v), nil
-}
+// parseSize accepts a byte count with an optional unit (config.ParseSize).
+func parseSize(s string) (int64, error) { return config.ParseSize(s) }
 
 // assignIDs numbers LUNs without id= in order, skipping explicit ids, and
 // rejects duplicates.

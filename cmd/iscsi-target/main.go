@@ -46,6 +46,9 @@ func newApp() *cli.App {
 			serveCommand(),
 			sessionsCommand(),
 			healthCommand(),
+			reloadCommand(),
+			lunCommand(),
+			configCommand(),
 			leaseCommand(),
 			{
 				Name:  "version",

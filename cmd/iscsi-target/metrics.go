@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
@@ -86,9 +86,9 @@ func startObservability(c *cli.Context, srv *target.Server, log *logrus.Entry) (
 // sent every half period for as long as the server's state can be read.
 func (o *observability) ready() {
 	o.health.SetReady(true)
-	o.notify(daemon.SdNotifyReady + "\nSTATUS=serving")
+	o.notify(sdnotify.SdNotifyReady + "\nSTATUS=serving")
 	o.wdDone = make(chan struct{})
-	interval, err := daemon.SdWatchdogEnabled(false)
+	interval, err := sdnotify.SdWatchdogEnabled(false)
 	if err != nil {
 		o.log.WithError(err).Warn("systemd watchdog settings unreadable; not sending WATCHDOG=1")
 	}
@@ -108,7 +108,7 @@ func (o *observability) watchdog(every time.Duration) {
 	defer t.Stop()
 	for {
 		_ = o.srv.Stats()
-		o.notify(daemon.SdNotifyWatchdog)
+		o.notify(sdnotify.SdNotifyWatchdog)
 		select {
 		case <-o.stopWD:
 			return
@@ -119,20 +119,20 @@ func (o *observability) watchdog(every time.Duration) {
 
 // reloading and reloaded frame a configuration reload for systemd.
 func (o *observability) reloading() {
-	o.notify(daemon.SdNotifyReloading + "\n" + daemon.SdNotifyMonotonicUsec())
+	o.notify(sdnotify.SdNotifyReloading + "\n" + sdnotify.SdNotifyMonotonicUsec())
 }
 
-func (o *observability) reloaded() { o.notify(daemon.SdNotifyReady + "\nSTATUS=serving") }
+func (o *observability) reloaded() { o.notify(sdnotify.SdNotifyReady + "\nSTATUS=serving") }
 
 // stopping marks the daemon as shutting down: /readyz answers 503 and
 // systemd gets STOPPING=1.
 func (o *observability) stopping() {
 	o.health.SetReady(false)
-	o.notify(daemon.SdNotifyStopping + "\nSTATUS=draining sessions")
+	o.notify(sdnotify.SdNotifyStopping + "\nSTATUS=draining sessions")
 }
 
 func (o *observability) notify(state string) {
-	if _, err := daemon.SdNotify(false, state); err != nil {
+	if _, err := sdnotify.SdNotify(false, state); err != nil {
 		o.log.WithError(err).Warn("sd_notify failed")
 	}
 }

@@ -104,6 +104,12 @@ func TestSystemdNotifyWithoutWatchdog(t *testing.T) {
 	}
 	o.ready()
 	next(t, msgs, "READY=1")
+	o.reloading()
+	if m := next(t, msgs, "RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
+		t.Errorf("reload notification %q lacks MONOTONIC_USEC", m)
+	}
+	o.reloaded()
+	next(t, msgs, "READY=1")
 	o.stopping()
 	next(t, msgs, "STOPPING=1") // no WATCHDOG=1 in between
 	o.Close()

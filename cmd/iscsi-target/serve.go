@@ -16,8 +16,6 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
-	"github.com/iscsi-target/iscsi-target/backstore"
-	"github.com/iscsi-target/iscsi-target/scsi"
 	"github.com/iscsi-target/iscsi-target/target"
 )
 
@@ -28,13 +26,18 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "serve LUNs over iSCSI",
-		Description: `Serves one iSCSI target with the given LUNs until SIGTERM or SIGINT.
+		Description: `Serves iSCSI targets until SIGTERM or SIGINT: the targets of --config FILE
+(YAML, or an ietd.conf), or one target with the given --lun LUNs. Flags given
+on the command line override the file. SIGHUP (or iscsi-target reload)
+re-reads the file: targets and LUNs are added and removed, grown LUNs are
+picked up, sessions that stay allowed keep running; a bad file is refused.
 
-LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=S][,id=N][,direct]
+LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=S][,id=N][,direct][,sanitize-rate=SIZE]
   A missing PATH with size= is created as a sparse file. PATH may be a block device.
   SIZE accepts bytes or units: 512MiB, 4GiB, 1TB. Without --lun, a 1 GiB sparse
   file default-lun0.img is created in the state directory.`,
 		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "configuration `FILE`: YAML (see iscsi-target config check) or an ietd.conf"},
 			&cli.StringSliceFlag{Name: "listen", Usage: "`HOST:PORT` to listen on (repeatable)", Value: cli.NewStringSlice("0.0.0.0:3260")},
 			&cli.StringSliceFlag{Name: "advertise", Usage: "portal `HOST:PORT` returned by SendTargets (repeatable; default: the local address of the connection)"},
 			&cli.StringFlag{Name: "iqn", Usage: "target `NAME` (default iqn.2026-11.io.iscsi-target:<hostname>)"},
@@ -118,6 +121,8 @@ type serveConfig struct {
 	maxSess   int
 	budget    int64
 	auth      *authSettings
+	// warnings found in the configuration file, logged at start.
+	warnings []string
 }
 
 func parseServe(c *cli.Context) (*serveConfig, error) {
@@ -185,7 +190,7 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 		return nil, usageError("--nop-interval must be >= 0 and --nop-timeout > 0")
 	}
 	specs := c.StringSlice("lun")
-	if len(specs) == 0 {
+	if len(specs) == 0 && !c.IsSet("config") {
 		specs = []string{filepath.Join(sc.stateDir, "default-lun0.img") + fmt.Sprintf(",size=%d", defaultLUNSize)}
 	}
 	for i, s := range specs {
@@ -229,32 +234,36 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	log := logrus.NewEntry(logger)
-	if err := os.MkdirAll(sc.stateDir, 0o700); err != nil {
-		return &exitError{code: exitFailure, err: fmt.Errorf("state directory: %w", err)}
-	}
-	lus, err := openLUNs(sc, log)
+	f, load, err := effectiveConfig(c, sc)
 	if err != nil {
 		return err
 	}
-	closeLUs := func() {
-		for _, lu := range lus {
-			if err := lu.Close(); err != nil {
-				log.WithError(err).WithField("lun", lu.ID()).Error("closing LUN")
-			}
+	log := logrus.NewEntry(logger)
+	for _, w := range sc.warnings {
+		log.Warn(w)
+	}
+	if f.StateDir != "" && !c.IsSet("state-dir") {
+		sc.stateDir = f.StateDir
+		if !c.IsSet("admin-socket") {
+			sc.adminSock = filepath.Join(sc.stateDir, adminSocketName)
 		}
 	}
-	router, err := scsi.NewRouter(lus)
-	if err != nil {
-		closeLUs()
-		return &exitError{code: exitUsage, err: err}
+	if err := os.MkdirAll(sc.stateDir, 0o700); err != nil {
+		return &exitError{code: exitFailure, err: fmt.Errorf("state directory: %w", err)}
 	}
+	d := &daemon{stateDir: sc.stateDir, log: log, load: load, sec: securityFlagsOf(c, sc)}
+	nodes, err := d.start(f)
+	if err != nil {
+		return &exitError{code: exitFailure, err: err}
+	}
+	tm := timersOf(f)
 	srv, err := target.NewServer(target.Config{
-		Nodes:       []*target.Node{{Name: sc.iqn, Router: router, MaxSessions: sc.maxSess}},
-		Advertise:   sc.advertise,
-		NOPInterval: nopInterval(sc.nopIntv),
-		NOPTimeout:  sc.nopTmo,
-		AccessMode:  target.AccessMode(sc.access),
+		Nodes:       nodes,
+		Advertise:   f.Advertise,
+		Offer:       offerOf(f),
+		NOPInterval: tm.NOPInterval,
+		NOPTimeout:  tm.NOPTimeout,
+		AccessMode:  target.AccessMode(f.Access),
 		StateDir:    sc.stateDir,
 		// Resource limits (hostile or broken peers).
 		MaxConnections:          sc.maxConns,
@@ -267,29 +276,33 @@ func serve(c *cli.Context) error {
 		Log:             log,
 	})
 	if err != nil {
-		closeLUs()
+		d.closeAll()
+		return &exitError{code: exitUsage, err: err}
+	}
+	if err := d.attach(srv); err != nil {
+		d.closeAll()
 		return &exitError{code: exitUsage, err: err}
 	}
 
 	var listeners []net.Listener
-	for _, a := range sc.listen {
+	for _, a := range f.Listen {
 		l, err := net.Listen("tcp", a)
 		if err != nil {
 			for _, x := range listeners {
 				x.Close()
 			}
-			closeLUs()
+			d.closeAll()
 			return &exitError{code: exitFailure, err: fmt.Errorf("listen %s: %w", a, err)}
 		}
 		listeners = append(listeners, l)
 	}
 	var admin *adminServer
 	if sc.adminSock != "" {
-		if admin, err = startAdmin(sc.adminSock, adminRoutes(srv), log); err != nil {
+		if admin, err = startAdmin(sc.adminSock, adminRoutes(srv, d.opsRoutes), log); err != nil {
 			for _, x := range listeners {
 				x.Close()
 			}
-			closeLUs()
+			d.closeAll()
 			return &exitError{code: exitFailure, err: err}
 		}
 		defer admin.Close()
@@ -299,7 +312,7 @@ func serve(c *cli.Context) error {
 		for _, x := range listeners {
 			x.Close()
 		}
-		closeLUs()
+		d.closeAll()
 		return err
 	}
 	defer obs.Close()
@@ -315,22 +328,47 @@ func serve(c *cli.Context) error {
 		}(l)
 		log.WithField("addr", l.Addr().String()).Info("listening")
 	}
-	for _, s := range sc.luns {
-		log.WithFields(logrus.Fields{"lun": s.ID, "path": s.Path, "ro": s.ReadOnly, "thin": s.Thin,
-			"removable": s.Removable}).Info("LUN ready")
+	for _, t := range f.Targets {
+		access := t.Access
+		if access == "" {
+			access = f.Access
+		}
+		for _, l := range t.LUNs {
+			log.WithFields(logrus.Fields{"target": t.Name, "lun": *l.ID, "path": l.Path, "ro": l.ReadOnly, "thin": l.Thin,
+				"removable": l.Removable}).Info("LUN ready")
+		}
+		log.WithFields(logrus.Fields{"target": t.Name, "access": access}).Info("target ready")
 	}
 	logAuth(log, sc.auth)
-	log.WithFields(logrus.Fields{"target": sc.iqn, "access": sc.access, "version": version}).Info("serving")
+	log.WithFields(logrus.Fields{"targets": len(f.Targets), "config": c.String("config"), "version": version}).Info("serving")
 	obs.ready()
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var runErr error
-	select {
-	case sig := <-sigs:
-		log.WithField("signal", sig.String()).Info("shutting down: asking initiators to log out")
-	case runErr = <-serveErr:
-		log.WithError(runErr).Error("listener failed; shutting down")
+wait:
+	for {
+		select {
+		case <-hup:
+			log.Info("SIGHUP: reloading the configuration")
+			obs.reloading()
+			res, err := d.reload()
+			obs.reloaded()
+			if err == nil {
+				for _, w := range res.Warnings {
+					log.Warn(w)
+				}
+			}
+		case sig := <-sigs:
+			log.WithField("signal", sig.String()).Info("shutting down: asking initiators to log out")
+			break wait
+		case runErr = <-serveErr:
+			log.WithError(runErr).Error("listener failed; shutting down")
+			break wait
+		}
 	}
 	obs.stopping()
 	go func() {
@@ -344,70 +382,15 @@ func serve(c *cli.Context) error {
 		log.WithError(err).Warn("initiators did not log out in time; connections closed")
 	}
 	wg.Wait()
-	if err := router.Flush(context.Background()); err != nil {
-		log.WithError(err).Error("flushing LUNs")
+	d.mu.Lock()
+	if err := d.closeAll(); err != nil {
+		log.WithError(err).Error("flushing and closing LUNs")
 		runErr = errors.Join(runErr, err)
 	}
-	if err := router.Close(); err != nil {
-		log.WithError(err).Error("closing LUNs")
-		runErr = errors.Join(runErr, err)
-	}
+	d.mu.Unlock()
 	log.Info("stopped")
 	if runErr != nil {
 		return &exitError{code: exitFailure, err: runErr}
 	}
 	return nil
-}
-
-func nopInterval(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1 // disabled
-	}
-	return d
-}
-
-// openLUNs opens every backing store and builds the logical units. On error
-// everything opened so far is closed.
-func openLUNs(sc *serveConfig, log *logrus.Entry) ([]*scsi.LU, error) {
-	var lus []*scsi.LU
-	fail := func(err error) ([]*scsi.LU, error) {
-		for _, lu := range lus {
-			lu.Close()
-		}
-		return nil, err
-	}
-	for _, s := range sc.luns {
-		dev, err := backstore.OpenFile(s.Path, backstore.FileOptions{
-			ReadOnly:   s.ReadOnly,
-			Direct:     s.Direct,
-			CreateSize: s.Size,
-		})
-		if err != nil {
-			return fail(&exitError{code: exitFailure, err: fmt.Errorf("LUN %d: %w", s.ID, err)})
-		}
-		serial := s.Serial
-		if serial == "" {
-			serial = defaultSerial(sc.iqn, s.ID)
-		}
-		lu, err := scsi.NewLU(scsi.LUConfig{
-			ID:        uint16(s.ID),
-			Device:    dev,
-			BlockSize: s.BlockSize,
-			ReadOnly:  s.ReadOnly,
-			Thin:      s.Thin,
-			Removable: s.Removable,
-			Serial:    serial,
-			StatePath: filepath.Join(sc.stateDir, "lun-"+serial+".json"),
-			// APTPL persistent reservations, one file per LU next to
-			// the mode page file (scsi/pr_state.go).
-			PRStatePath: filepath.Join(sc.stateDir, "lun-"+serial+".pr.json"),
-			Log:         log.WithField("lun", s.ID),
-		})
-		if err != nil {
-			dev.Close()
-			return fail(&exitError{code: exitUsage, err: fmt.Errorf("LUN %d (%s): %w", s.ID, s.Path, err)})
-		}
-		lus = append(lus, lu)
-	}
-	return lus, nil
 }

@@ -23,6 +23,9 @@ type Header struct {
 	BHS    BHS
 	AHS    []byte
 	AHSBuf [MaxAHSLength]byte
+	// digest receives the header digest (a field, not a local, so reading
+	// it through an io.Reader does not allocate).
+	digest [DigestLen]byte
 }
 
 // ReadHeader reads one BHS, its AHS and its header digest from r, and checks
@@ -46,12 +49,12 @@ func ReadHeader(r io.Reader, h *Header, d Digests, maxData int) error {
 		}
 	}
 	if d.Header {
-		var dg [DigestLen]byte
-		if _, err := io.ReadFull(r, dg[:]); err != nil {
+		dg := h.digest[:]
+		if _, err := io.ReadFull(r, dg); err != nil {
 			return err
 		}
 		crc := UpdateCRC32C(CRC32C(h.BHS[:]), h.AHS)
-		if got := GetDigest(dg[:]); got != crc {
+		if got := GetDigest(dg); got != crc {
 			return fmt.Errorf("%w: got %08x, computed %08x", ErrBadHeaderDigest, got, crc)
 		}
 	}
@@ -99,7 +102,6 @@ func ReadSegment(r io.Reader, dst []byte, n int, scratch []byte, d Digests) erro
 		}
 		rest -= c
 	}
-	var tail [3 + DigestLen]byte
 	pad := Pad(n)
 	m := pad
 	if d.Data {
@@ -107,6 +109,14 @@ func ReadSegment(r io.Reader, dst []byte, n int, scratch []byte, d Digests) erro
 	}
 	if m == 0 {
 		return nil
+	}
+	// The tail goes through scratch when there is one: a local array
+	// passed to an io.Reader would be moved to the heap on every call.
+	var tail []byte
+	if len(scratch) >= 3+DigestLen {
+		tail = scratch[:m]
+	} else {
+		tail = make([]byte, m)
 	}
 	if _, err := io.ReadFull(r, tail[:m]); err != nil {
 		return err

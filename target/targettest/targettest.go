@@ -39,6 +39,9 @@ type Options struct {
 	// Wrap, if set, may replace LUN i's memory device (for example with a
 	// fault-injecting backstore/faulty.Device) before the LU is created.
 	Wrap func(i int, dev backstore.Device) backstore.Device
+	// Quiet logs at info level instead of debug (benchmarks and
+	// allocation tests: debug logging allocates per command).
+	Quiet bool
 }
 
 // Target is a running in-process target.
@@ -89,6 +92,9 @@ func Start(t testing.TB, o Options) *Target {
 	lg := logrus.New()
 	lg.Out = logs
 	lg.SetLevel(logrus.DebugLevel)
+	if o.Quiet {
+		lg.SetLevel(logrus.InfoLevel)
+	}
 	log := logrus.NewEntry(lg)
 	tg := &Target{IQN: o.IQN, Log: logs, done: make(chan error, 1)}
 	var lus []*scsi.LU

@@ -93,16 +93,28 @@ func (c *Catalog) Select(names []string) ([]string, error) {
 // (conformance-baseline.md §2-3); other suites use the plain LUN.
 var bestKind = map[string]harness.LUNKind{
 	"CompareAndWrite": harness.KindThin,
-	"GetLBAStatus":    harness.KindThin,
-	"Inquiry":         harness.KindThin, // BlockLimits checks the UNMAP fields only with LBPME=1
-	"Sanitize":        harness.KindThin,
-	"Unmap":           harness.KindThin,
-	"WriteSame10":     harness.KindThin,
-	"WriteSame16":     harness.KindThin,
-	"NoMedia":         harness.KindRMB,
-	"PreventAllow":    harness.KindRMB,
-	"StartStopUnit":   harness.KindRMB,
-	"ReadOnly":        harness.KindRO,
+	// ExtendedCopy.Simple leaves 'A' in LBAs 0-2047 of its LUN, and
+	// MultipathIO.CompareAndWrite (libiscsi 1.19) compares LBA 256 with
+	// zeros without writing it first (its loop runs to i <= 256): run
+	// ExtendedCopy on the thin LUN so that the plain LUN keeps what the
+	// later suites expect. Coverage is the same on either LUN.
+	"ExtendedCopy": harness.KindThin,
+	// GetLBAStatus.UnmapSingle (libiscsi 1.19) requests the status at
+	// LBA i+1 and expects the first descriptor at LBA i+LBPPB, while SBC-4
+	// §5.8.2.3 requires it at the requested LBA: the two agree only when
+	// LBPPB is 1, hence the thin LU with 4096-byte blocks (a peer without
+	// one uses its thin LU). The other thin suites need LBPPB > 1 (their
+	// unaligned and InvalidDataOutSize tests skip otherwise).
+	"GetLBAStatus":  harness.KindThin4K,
+	"Inquiry":       harness.KindThin, // BlockLimits checks the UNMAP fields only with LBPME=1
+	"Sanitize":      harness.KindThin,
+	"Unmap":         harness.KindThin,
+	"WriteSame10":   harness.KindThin,
+	"WriteSame16":   harness.KindThin,
+	"NoMedia":       harness.KindRMB,
+	"PreventAllow":  harness.KindRMB,
+	"StartStopUnit": harness.KindRMB,
+	"ReadOnly":      harness.KindRO,
 }
 
 // BestKind returns the LUN kind with full coverage for suite.

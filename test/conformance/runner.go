@@ -162,7 +162,10 @@ func Args(suite, url string, o Options) []string {
 func runSuite(ctx context.Context, t Target, suite string, o Options, rmbCache map[string]*bool) SuiteResult {
 	sr := SuiteResult{Suite: suite, Kind: kindFor(suite, o)}
 	sr.UsedKind = sr.Kind
-	if !t.Has(sr.Kind) {
+	if !t.Has(sr.UsedKind) {
+		sr.UsedKind = sr.Kind.Fallback()
+	}
+	if !t.Has(sr.UsedKind) {
 		sr.UsedKind = harness.KindPlain
 	}
 	sr.URL = t.URL(sr.UsedKind)

@@ -385,6 +385,21 @@ func TestDaemonSystemdNotify(t *testing.T) {
 			t.Fatalf("notification %q, want WATCHDOG=1", m)
 		}
 	}
+	// SIGHUP (systemctl reload): RELOADING=1, then READY=1 again.
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"RELOADING=1", "READY=1"} {
+		for {
+			m := next(want)
+			if strings.Contains(m, want) {
+				break
+			}
+			if m != "WATCHDOG=1" {
+				t.Fatalf("notification %q while waiting for %s", m, want)
+			}
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

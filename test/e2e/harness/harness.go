@@ -119,6 +119,9 @@ type TargetOptions struct {
 	Listen string
 	// StateDir; default a temp dir.
 	StateDir string
+	// Config is a --config file; with it, no --iqn and no default LUN
+	// are passed (IQN must name a target of the file).
+	Config string
 }
 
 // StartTarget builds (once, via b) and starts the daemon, waits until it
@@ -134,7 +137,7 @@ func StartTarget(t testing.TB, b *Builder, buildDir string, o TargetOptions) *Ta
 		o.IQN = "iqn.2026-11.test:e2e"
 	}
 	dir := t.TempDir()
-	if len(o.LUNs) == 0 {
+	if len(o.LUNs) == 0 && o.Config == "" {
 		o.LUNs = []string{filepath.Join(dir, "lun0.img") + ",size=64MiB"}
 	}
 	if o.Listen == "" {
@@ -143,8 +146,12 @@ func StartTarget(t testing.TB, b *Builder, buildDir string, o TargetOptions) *Ta
 	if o.StateDir == "" {
 		o.StateDir = filepath.Join(dir, "state")
 	}
-	args := []string{"serve", "--listen", o.Listen, "--iqn", o.IQN,
-		"--state-dir", o.StateDir, "--log-level", "debug"}
+	args := []string{"serve", "--listen", o.Listen, "--state-dir", o.StateDir, "--log-level", "debug"}
+	if o.Config != "" {
+		args = append(args, "--config", o.Config)
+	} else {
+		args = append(args, "--iqn", o.IQN)
+	}
 	for _, l := range o.LUNs {
 		args = append(args, "--lun", l)
 	}

@@ -20,7 +20,8 @@ func TestLUNSpecs(t *testing.T) {
 		filepath.Join(dir, "lun0-plain.img") + ",size=512MiB",
 		filepath.Join(dir, "lun1-ro.img") + ",size=64MiB,ro",
 		filepath.Join(dir, "lun2-rmb.img") + ",size=64MiB,removable",
-		filepath.Join(dir, "lun3-thin.img") + ",size=64MiB,thin",
+		filepath.Join(dir, "lun3-thin.img") + ",size=64MiB,thin,sanitize-rate=8MiB",
+		filepath.Join(dir, "lun4-thin4k.img") + ",size=64MiB,thin,blocksize=4096",
 	}
 	if strings.Join(specs, " ") != strings.Join(want, " ") {
 		t.Errorf("specs:\n got %q\nwant %q", specs, want)
@@ -48,6 +49,18 @@ func TestPeerURL(t *testing.T) {
 	}
 	if got := p.URL(KindRMB); got != "iscsi://127.0.0.1:3260/iqn.a/1" || p.Has(KindRMB) {
 		t.Errorf("missing kind falls back to plain: %s", got)
+	}
+	if got := p.URL(KindThin4K); got != "iscsi://127.0.0.1:3260/iqn.a-x/3" || p.Resolve(KindThin4K) != KindThin {
+		t.Errorf("thin4k falls back to thin: %s", got)
+	}
+	p.LUs[KindThin4K] = LU{"iqn.a-x", 4}
+	if got := p.URL(KindThin4K); got != "iscsi://127.0.0.1:3260/iqn.a-x/4" {
+		t.Errorf("thin4k: %s", got)
+	}
+	delete(p.LUs, KindThin)
+	delete(p.LUs, KindThin4K)
+	if p.Resolve(KindThin4K) != KindPlain {
+		t.Errorf("thin4k without thin falls back to plain")
 	}
 	p.Netns = "ns1"
 	if got := strings.Join(p.Command(context.Background(), "iscsi-ls", "-s").Args, " "); got != "ip netns exec ns1 iscsi-ls -s" {

@@ -21,13 +21,23 @@ type OursLUN struct {
 
 // ConformanceLUNs is the layout used to compare our daemon with tgt: the
 // plain LUN at tgt's size, and one 64 MiB LUN per special kind. LUNs are
-// numbered in this order (0-3).
+// numbered in this order (0-4).
 var ConformanceLUNs = []OursLUN{
 	{KindPlain, 512 << 20, ""},
 	{KindRO, 64 << 20, "ro"},
 	{KindRMB, 64 << 20, "removable"},
-	{KindThin, 64 << 20, "thin"},
+	// SANITIZE OVERWRITE of this LU lasts 8 s: libiscsi Sanitize.Reset
+	// checks that a sanitize is still running about 4.5 s after it
+	// started, across ABORT TASK, LU and target resets and a reconnect.
+	{KindThin, 64 << 20, "thin,sanitize-rate=8MiB"},
+	{KindThin4K, 64 << 20, "thin,blocksize=4096"},
 }
+
+// ConformanceFlags are the serve flags of the conformance runs besides
+// --access shared: no NOP-In pings, because iscsi-test-cu does not read
+// its socket while a test sleeps (Sanitize.Reset sleeps 60 s waiting for
+// the sanitize to end) and an unanswered ping would end the session.
+var ConformanceFlags = []string{"--nop-interval", "0"}
 
 // OursIQN is the target name of our daemon in the conformance layout.
 const OursIQN = "iqn.2026-11.test:ours"
@@ -122,6 +132,7 @@ func LaunchOurs(ctx context.Context, o OursOptions) (*Peer, error) {
 	args := []string{o.Bin, "serve", "--listen", p.Portal, "--iqn", o.IQN,
 		"--access", o.Access, "--state-dir", filepath.Join(o.Dir, "state"), "--log-level", "info",
 		"--metrics-listen", ""}
+	args = append(args, ConformanceFlags...)
 	for _, s := range specs {
 		args = append(args, "--lun", s)
 	}
@@ -176,7 +187,7 @@ func StartOurs(t testing.TB, b *Builder, buildDir string, layout []OursLUN, extr
 	tg := StartTarget(t, b, buildDir, TargetOptions{
 		IQN:   OursIQN,
 		LUNs:  specs,
-		Extra: append([]string{"--access", "shared"}, extra...),
+		Extra: append(append([]string{"--access", "shared"}, ConformanceFlags...), extra...),
 	})
 	nums := map[LUNKind]int{}
 	for k, lu := range lus {

@@ -23,10 +23,34 @@ const (
 	KindRO    LUNKind = "ro"    // write-protected (MODE SENSE WP=1)
 	KindRMB   LUNKind = "rmb"   // removable medium (INQUIRY RMB=1)
 	KindThin  LUNKind = "thin"  // thin provisioned (LBPME=1)
+	// KindThin4K is a thin provisioned LU with 4096-byte logical blocks,
+	// so one logical block per physical block (LBPPB=1). A peer without
+	// it uses its thin LU (Fallback).
+	KindThin4K LUNKind = "thin4k"
 )
 
 // Kinds lists the LUN kinds in display order.
-var Kinds = []LUNKind{KindPlain, KindRO, KindRMB, KindThin}
+var Kinds = []LUNKind{KindPlain, KindRO, KindRMB, KindThin, KindThin4K}
+
+// Fallback is the kind a peer without k uses instead: the thin LU for the
+// 4096-byte thin LU, else the plain LU.
+func (k LUNKind) Fallback() LUNKind {
+	if k == KindThin4K {
+		return KindThin
+	}
+	return KindPlain
+}
+
+// Resolve returns the kind the peer actually serves for k: k itself, its
+// fallback, or the plain LU.
+func (p *Peer) Resolve(k LUNKind) LUNKind {
+	for _, c := range []LUNKind{k, k.Fallback()} {
+		if p.Has(c) {
+			return c
+		}
+	}
+	return KindPlain
+}
 
 // LU addresses one logical unit: a target name and a LUN number.
 type LU struct {
@@ -99,13 +123,10 @@ func (p *Peer) exitErr() error {
 	return nil
 }
 
-// URL returns the iscsi:// URL of the LU of kind k, falling back to the
-// plain LU when the peer has no such kind.
+// URL returns the iscsi:// URL of the LU of kind k, falling back as
+// Resolve does when the peer has no such kind.
 func (p *Peer) URL(k LUNKind) string {
-	lu, ok := p.LUs[k]
-	if !ok {
-		lu = p.LUs[KindPlain]
-	}
+	lu := p.LUs[p.Resolve(k)]
 	return fmt.Sprintf("iscsi://%s/%s/%d", p.Portal, lu.IQN, lu.LUN)
 }
 
@@ -207,7 +228,10 @@ func (p *Peer) Close() error {
 		return nil
 	}
 	p.closed = true
-	errs := []error{p.stopFn()}
+	var errs []error
+	if p.stopFn != nil { // nil when the launch failed before it was set
+		errs = append(errs, p.stopFn())
+	}
 	for i := len(p.closers) - 1; i >= 0; i-- {
 		errs = append(errs, p.closers[i]())
 	}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/iscsi-target/iscsi-target/internal/config"
+)
+
+// effectiveFor runs serve's flag parsing with args and returns the model
+// serve would run.
+func effectiveFor(t *testing.T, args ...string) (*config.File, error) {
+	t.Helper()
+	var f *config.File
+	cmd := serveCommand()
+	cmd.Action = func(c *cli.Context) error {
+		sc, err := parseServe(c)
+		if err != nil {
+			return err
+		}
+		f, _, err = effectiveConfig(c, sc)
+		return err
+	}
+	app := newApp()
+	app.Commands = []*cli.Command{cmd}
+	err := app.Run(append([]string{"iscsi-target", "serve"}, args...))
+	return f, err
+}
+
+func TestFlagsOverrideTheFile(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "c.yaml")
+	os.WriteFile(conf, []byte(`listen: ["127.0.0.1:3260"]
+access: shared
+nop_interval: 7s
+targets:
+  - name: iqn.2026-11.test:a
+    luns: [{path: /srv/a.img}]
+  - name: iqn.2026-11.test:b
+    max_sessions: 3
+    luns: [{path: /srv/b.img}]
+`), 0o600)
+
+	// The file alone.
+	f, err := effectiveFor(t, "--config", conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Listen[0] != "127.0.0.1:3260" || f.Access != "shared" || *f.NOPInterval != 7*time.Second || len(f.Targets) != 2 {
+		t.Fatalf("file model %+v", f)
+	}
+	// Flags on the command line win; --lun replaces the LUNs of --iqn.
+	f, err = effectiveFor(t, "--config", conf, "--listen", "127.0.0.2:3261", "--access", "single-writer",
+		"--nop-interval", "2s", "--max-sessions", "1", "--iqn", "iqn.2026-11.test:a", "--lun", "/srv/x.img,size=1MiB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Listen[0] != "127.0.0.2:3261" || f.Access != "single-writer" || *f.NOPInterval != 2*time.Second {
+		t.Fatalf("overridden model %+v", f)
+	}
+	if a := f.Targets[0]; a.Name != "iqn.2026-11.test:a" || len(a.LUNs) != 1 || a.LUNs[0].Path != "/srv/x.img" || a.MaxSessions != 1 {
+		t.Fatalf("target a: %+v", a)
+	}
+	if b := f.Targets[1]; b.MaxSessions != 3 || b.LUNs[0].Path != "/srv/b.img" {
+		t.Fatalf("target b (own max_sessions kept): %+v", b)
+	}
+	// --lun for a target the file does not have adds it.
+	if f, err = effectiveFor(t, "--config", conf, "--iqn", "iqn.2026-11.test:c", "--lun", "/srv/c.img"); err != nil || len(f.Targets) != 3 {
+		t.Fatalf("added target: %v %+v", err, f)
+	}
+	// A flag that makes the model invalid is refused: /srv/a.img twice.
+	if _, err := effectiveFor(t, "--config", conf, "--iqn", "iqn.2026-11.test:c", "--lun", "/srv/a.img"); err == nil {
+		t.Fatal("a LUN path served twice was accepted")
+	}
+	// Without --config the flags are a one-target model.
+	f, err = effectiveFor(t, "--iqn", "iqn.2026-11.test:z", "--lun", "/srv/z.img", "--lun", "/srv/y.img,id=5")
+	if err != nil || len(f.Targets) != 1 || len(f.Targets[0].LUNs) != 2 || *f.Targets[0].LUNs[1].ID != 5 {
+		t.Fatalf("flags only: %v %+v", err, f)
+	}
+}
