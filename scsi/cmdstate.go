@@ -26,4 +26,5 @@ type cmdState struct {
 	san  sanitizeCDB
 	xc   xcopyCDB
 	rcr  rcrCDB
+	logs logSenseCDB
 }

@@ -224,7 +224,7 @@ func FuzzModeSelect(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, list []byte, ten, sp, pf bool) {
 		path := filepath.Join(t.TempDir(), "mode")
-		e := newEnv(t, func(c *LUConfig) { c.StatePath = path })
+		e := newEnv(t, func(c *LUConfig) { c.StatePath, c.Thin = path, true })
 		var cdb []byte
 		if ten {
 			list = list[:min(len(list), 0xFFFF)]
@@ -258,7 +258,7 @@ func FuzzModeSelect(f *testing.F) {
 		// changeable bits, and report the new current values.
 		ms := e.run(modeSense6(true, 0, 0x3F, 0xFF, 255), nil, 255)
 		var want []byte
-		for _, p := range modePages {
+		for _, p := range e.lu.selectPages(pageAll, subpageAll) {
 			want = append(want, e.lu.build(p, e.lu.current(), false)...)
 		}
 		if got := dataIn(ms)[4:]; !bytes.Equal(got, want) {
