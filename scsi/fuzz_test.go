@@ -197,6 +197,7 @@ func modeSelectSeeds() []modeSelectSeed {
 		{"long_bd_subpage", cat(hexb("00 00 00 00 01 00 00 10"), hexb("00 00 00 00 00 00 08 00 00 00 00 00 00 00 02 00"), goldCtlExt), true, false, true},
 		{"truncated", cat(make([]byte, 4), goldInfoExc[:5]), false, false, true},
 		{"bad_rcd", cat(make([]byte, 4), hexb("08 12 05"), make([]byte, 17)), false, false, true},
+		{"lbp_threshold", cat(make([]byte, 8), hexb("5c 02 00 14 01 00 00 00 00 00 00 00 00 00 00 00 81 02 00 00 00 00 00 09")), true, true, true},
 	}
 }
 

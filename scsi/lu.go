@@ -554,5 +554,6 @@ func (lu *LU) reset(asc ASC) {
 	}
 	lu.setCurrent(lu.saved)
 	lu.mu.Unlock()
+	lu.rearmThreshold()
 	lu.prReset()
 }

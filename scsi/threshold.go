@@ -93,6 +93,15 @@ func (lu *LU) setThreshold(v modeValues) {
 	}
 }
 
+// rearmThreshold re-arms the trigger after a logical unit reset: the
+// notification is once per crossing since the last reset (SBC-4
+// §4.7.3.7.6).
+func (lu *LU) rearmThreshold() {
+	lu.thr.mu.Lock()
+	lu.thr.armed = true
+	lu.thr.mu.Unlock()
+}
+
 // afterWrite is called after every successful write-class command. With
 // the threshold disabled it costs one atomic load. Ordinary writes add
 // their bytes and sample the allocation once a threshold set's worth has

@@ -181,9 +181,11 @@ func TestLBPLogSenseFile(t *testing.T) {
 }
 
 func TestLBPThresholdUA(t *testing.T) {
-	e := newEnv(t, thin).login()
-	// Threshold at 4 sets: notification above 4.5 sets of used LBAs.
+	e := newEnv(t, func(c *LUConfig) { c.Thin, c.StatePath = true, filepath.Join(t.TempDir(), "mode") }).login()
+	// Threshold at 4 sets: notification above 4.5 sets of used LBAs. Saved,
+	// so that a reset keeps it.
 	cdb, list := lbpSelect(false, true, 4)
+	cdb[1] |= 0x01
 	good(t, e.run(cdb, list, 0))
 	check(t, e.runOn(e.nx2, 0, make([]byte, 6), nil, 0), StatusCheckCondition, KeyUnitAttention, ASCModeParametersChanged)
 	write := func(n *Nexus, lba uint32, sets int) *Command {
@@ -211,6 +213,17 @@ func TestLBPThresholdUA(t *testing.T) {
 	good(t, write(e.nx2, 2*testSetLBAs, 4))
 	check(t, e.run(make([]byte, 6), nil, 0), StatusCheckCondition, KeyUnitAttention, ASCSoftThresholdReached)
 	check(t, e.runOn(e.nx2, 0, make([]byte, 6), nil, 0), StatusCheckCondition, KeyUnitAttention, ASCSoftThresholdReached)
+
+	// A logical unit reset re-arms it: the next sample above notifies.
+	if err := e.r.LogicalUnitReset(EncodeLUN(0)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Nexus{e.nx, e.nx2} {
+		check(t, e.runOn(n, 0, make([]byte, 6), nil, 0), StatusCheckCondition, KeyUnitAttention, ASCBusDeviceResetOccurred)
+	}
+	good(t, e.run(cdb16(OpWriteSame16, 0, 0, 1), make([]byte, 512), 0))
+	check(t, e.runOn(e.nx2, 0, make([]byte, 6), nil, 0), StatusCheckCondition, KeyUnitAttention, ASCSoftThresholdReached)
+	check(t, e.run(make([]byte, 6), nil, 0), StatusCheckCondition, KeyUnitAttention, ASCSoftThresholdReached)
 
 	// SITUA: only the nexus that crossed it hears about it.
 	cdb, list = lbpSelect(true, true, 8)
