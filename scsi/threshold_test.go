@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -291,5 +292,66 @@ func TestRSOCListsLogSense(t *testing.T) {
 	}
 	if r := prRuleFor([]byte{byte(OpLogSense)}); r.class != prAllowed {
 		t.Fatalf("conflict class %v", r.class)
+	}
+}
+
+// newThinHotPath is newHotPath on a thin LU over dev, with the soft
+// threshold enabled far above what the test writes when on is set.
+func newThinHotPath(tb testing.TB, dev backstore.Device, size int, on bool) *hotPath {
+	tb.Helper()
+	lu, err := NewLU(LUConfig{Device: dev, Thin: true, Serial: "BENCH"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !lu.hasThresholds() {
+		tb.Fatal("no thresholds on the thin LU")
+	}
+	lu.setCurrent(modeValues{WCE: true, ThreshEnabled: on, ThreshCount: 1 << 30})
+	r, err := NewRouter([]*LU{lu})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := &hotPath{r: r, nx: &Nexus{Key: NexusKey{InitiatorName: "iqn.bench"}}, buf: make([]byte, size), ctx: context.Background()}
+	r.NexusAdded(h.nx)
+	h.do(OpTestUnitReady, 0)
+	return h
+}
+
+// TestThresholdHotPathAllocations: with the threshold enabled, writes
+// (including the ones that sample the allocation) allocate nothing.
+func TestThresholdHotPathAllocations(t *testing.T) {
+	h := newThinHotPath(t, backstore.NewMemory(64<<20), 64<<10, true)
+	lba := uint32(0)
+	allocs := testing.AllocsPerRun(200, func() {
+		h.do(OpWrite10, lba)
+		lba = (lba + 128) % (1 << 16)
+	})
+	h.mustGood(t)
+	if allocs != 0 {
+		t.Fatalf("%v allocations per WRITE, want 0", allocs)
+	}
+}
+
+// BenchmarkWrite10_4K_Threshold writes 4 KiB blocks to a thin file LU with
+// the soft threshold off and on (then every 256th write samples fstat and
+// fstatfs).
+func BenchmarkWrite10_4K_Threshold(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
+			dev, err := backstore.OpenFile(filepath.Join(b.TempDir(), "bench.img"), backstore.FileOptions{CreateSize: 64 << 20})
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := newThinHotPath(b, dev, 4<<10, on)
+			defer h.r.Close()
+			b.SetBytes(4 << 10)
+			b.ReportAllocs()
+			lba := uint32(0)
+			for i := 0; i < b.N; i++ {
+				h.do(OpWrite10, lba)
+				lba = (lba + 8) % (1 << 17)
+			}
+			h.mustGood(b)
+		})
 	}
 }
