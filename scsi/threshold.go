@@ -106,20 +106,31 @@ func (lu *LU) rearmThreshold() {
 // the threshold disabled it costs one atomic load. Ordinary writes add
 // their bytes and sample the allocation once a threshold set's worth has
 // been written since the last sample; commands that allocate or free a
-// lot at once (WRITE SAME, UNMAP, EXTENDED COPY, SANITIZE) sample at once.
+// lot at once (WRITE SAME, UNMAP, SANITIZE) sample at once; EXTENDED COPY
+// samples each destination LU through allocationChanged.
 func (lu *LU) afterWrite(c *Command) {
 	t := &lu.thr
 	if t.exp == 0 || !t.enabled.Load() {
 		return
 	}
 	switch OpCode(c.CDB[0]) {
-	case OpWriteSame10, OpWriteSame16, OpUnmap, OpExtendedCopy, OpSanitize:
+	case OpExtendedCopy:
+		return // runCopy samples its destination LUs
+	case OpWriteSame10, OpWriteSame16, OpUnmap, OpSanitize:
 	default:
 		if t.pending.Add(int64(len(c.DataOut))) < int64(lu.bs)<<t.exp {
 			return
 		}
 	}
 	lu.sampleThreshold(c.Nexus)
+}
+
+// allocationChanged samples the allocation now when the threshold is
+// enabled.
+func (lu *LU) allocationChanged(n *Nexus) {
+	if lu.thr.exp != 0 && lu.thr.enabled.Load() {
+		lu.sampleThreshold(n)
+	}
 }
 
 // sampleThreshold reads the device's allocation and applies the threshold.

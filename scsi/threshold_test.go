@@ -355,3 +355,33 @@ func BenchmarkWrite10_4K_Threshold(b *testing.B) {
 		})
 	}
 }
+
+// TestLBPThresholdExtendedCopy: an EXTENDED COPY sent to LU 0 that writes
+// to thin LU 1 crosses LU 1's threshold.
+func TestLBPThresholdExtendedCopy(t *testing.T) {
+	a, err := NewLU(LUConfig{ID: 0, Device: backstore.NewMemory(1 << 20), Serial: "SNA"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewLU(LUConfig{ID: 1, Device: backstore.NewMemory(1 << 20), Serial: "SNB", Thin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.setCurrent(modeValues{WCE: true, ThreshEnabled: true, ThreshCount: 1})
+	r, err := NewRouter([]*LU{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nx := &Nexus{Key: NexusKey{InitiatorName: "iqn.2026-01.test:x"}}
+	r.NexusAdded(nx)
+	e := &env{t: t, r: r}
+	tur := func(lun uint16) *Command {
+		return e.exec(&Command{Nexus: nx, LUN: EncodeLUN(lun), CDB: make([]byte, 6)}, nil)
+	}
+	check(t, tur(0), StatusCheckCondition, KeyUnitAttention, ASCPowerOnResetOccurred)
+	check(t, tur(1), StatusCheckCondition, KeyUnitAttention, ASCPowerOnResetOccurred)
+	p := xcopyParams(0, listIDIgnored<<3, [][]byte{identTarget(a), identTarget(b)}, [][]byte{b2bSegment(0, 1, 4*testSetLBAs, 0, 0)})
+	good(t, e.exec(&Command{Nexus: nx, LUN: EncodeLUN(0), CDB: xcopyCDBBytes(uint32(len(p))), ExpectedLength: uint32(len(p))}, p))
+	check(t, tur(1), StatusCheckCondition, KeyUnitAttention, ASCSoftThresholdReached)
+	good(t, tur(0))
+}
