@@ -106,17 +106,18 @@ func (lu *LU) rearmThreshold() {
 // the threshold disabled it costs one atomic load. Ordinary writes add
 // their bytes and sample the allocation once a threshold set's worth has
 // been written since the last sample; commands that allocate or free a
-// lot at once (WRITE SAME, UNMAP, SANITIZE) sample at once; EXTENDED COPY
-// samples each destination LU through allocationChanged.
+// lot at once (WRITE SAME, UNMAP) sample at once; EXTENDED COPY samples
+// each destination LU and SANITIZE its LU when the operation ends, through
+// allocationChanged.
 func (lu *LU) afterWrite(c *Command) {
 	t := &lu.thr
 	if t.exp == 0 || !t.enabled.Load() {
 		return
 	}
 	switch OpCode(c.CDB[0]) {
-	case OpExtendedCopy:
-		return // runCopy samples its destination LUs
-	case OpWriteSame10, OpWriteSame16, OpUnmap, OpSanitize:
+	case OpExtendedCopy, OpSanitize:
+		return // runCopy samples its destination LUs, a sanitize its LU when it ends
+	case OpWriteSame10, OpWriteSame16, OpUnmap:
 	default:
 		if t.pending.Add(int64(len(c.DataOut))) < int64(lu.bs)<<t.exp {
 			return

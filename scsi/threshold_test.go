@@ -385,3 +385,17 @@ func TestLBPThresholdExtendedCopy(t *testing.T) {
 	check(t, tur(1), StatusCheckCondition, KeyUnitAttention, ASCSoftThresholdReached)
 	good(t, tur(0))
 }
+
+// TestLBPThresholdSanitize: a SANITIZE OVERWRITE with IMMED maps every
+// block; the threshold is sampled when the background operation ends.
+func TestLBPThresholdSanitize(t *testing.T) {
+	e := newEnv(t, thin).login()
+	cdb, list := lbpSelect(false, true, 8)
+	good(t, e.run(cdb, list, 0))
+	check(t, e.runOn(e.nx2, 0, make([]byte, 6), nil, 0), StatusCheckCondition, KeyUnitAttention, ASCModeParametersChanged)
+	p := owParams(0x01, []byte{0x5A})
+	good(t, e.run(sanitizeCDBBytes(0x80|saOverwrite, uint16(len(p))), p, 0))
+	e.lu.san.wg.Wait()
+	check(t, e.runOn(e.nx2, 0, make([]byte, 6), nil, 0), StatusCheckCondition, KeyUnitAttention, ASCSoftThresholdReached)
+	check(t, e.run(make([]byte, 6), nil, 0), StatusCheckCondition, KeyUnitAttention, ASCSoftThresholdReached)
+}
