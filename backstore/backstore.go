@@ -129,3 +129,20 @@ func FailedAt(err error) (int64, bool) {
 	}
 	return 0, false
 }
+
+// Allocation is how much of its backing store a thin device uses, in
+// bytes. Used counts the space allocated to the device (a file's st_blocks),
+// Available what could still be allocated to it: the room left below the
+// device size, capped by the free space of the store. Shared reports that
+// Available is shared with other users of the store (a file system).
+type Allocation struct {
+	Used, Available int64
+	Shared          bool
+}
+
+// AllocationReporter is implemented by devices that can tell how much of
+// their backing store they occupy. One call costs at most a couple of
+// system calls (fstat, fstatfs); it is not meant for every I/O.
+type AllocationReporter interface {
+	Allocation() (Allocation, error)
+}

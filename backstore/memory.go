@@ -207,3 +207,22 @@ func (m *Memory) Extents(ctx context.Context, off, length int64, max int) ([]Ext
 	}
 	return out, nil
 }
+
+// Allocation implements AllocationReporter: Used is the mapped granules
+// (capped at the size), Available the rest of the device.
+func (m *Memory) Allocation() (Allocation, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return Allocation{}, ErrClosed
+	}
+	var used int64
+	for _, mapped := range m.mapped {
+		if mapped {
+			used += MemoryGranule
+		}
+	}
+	size := int64(len(m.data))
+	used = min(used, size)
+	return Allocation{Used: used, Available: size - used}, nil
+}

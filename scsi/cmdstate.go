@@ -29,4 +29,5 @@ type cmdState struct {
 	san  sanitizeCDB
 	xc   xcopyCDB
 	rcr  rcrCDB
+	logs logSenseCDB
 }

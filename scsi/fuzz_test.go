@@ -197,6 +197,7 @@ func modeSelectSeeds() []modeSelectSeed {
 		{"long_bd_subpage", cat(hexb("00 00 00 00 01 00 00 10"), hexb("00 00 00 00 00 00 08 00 00 00 00 00 00 00 02 00"), goldCtlExt), true, false, true},
 		{"truncated", cat(make([]byte, 4), goldInfoExc[:5]), false, false, true},
 		{"bad_rcd", cat(make([]byte, 4), hexb("08 12 05"), make([]byte, 17)), false, false, true},
+		{"lbp_threshold", cat(make([]byte, 8), hexb("5c 02 00 14 01 00 00 00 00 00 00 00 00 00 00 00 81 02 00 00 00 00 00 09")), true, true, true},
 	}
 }
 
@@ -224,7 +225,7 @@ func FuzzModeSelect(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, list []byte, ten, sp, pf bool) {
 		path := filepath.Join(t.TempDir(), "mode")
-		e := newEnv(t, func(c *LUConfig) { c.StatePath = path })
+		e := newEnv(t, func(c *LUConfig) { c.StatePath, c.Thin = path, true })
 		var cdb []byte
 		if ten {
 			list = list[:min(len(list), 0xFFFF)]
@@ -258,7 +259,7 @@ func FuzzModeSelect(f *testing.F) {
 		// changeable bits, and report the new current values.
 		ms := e.run(modeSense6(true, 0, 0x3F, 0xFF, 255), nil, 255)
 		var want []byte
-		for _, p := range modePages {
+		for _, p := range e.lu.selectPages(pageAll, subpageAll) {
 			want = append(want, e.lu.build(p, e.lu.current(), false)...)
 		}
 		if got := dataIn(ms)[4:]; !bytes.Equal(got, want) {

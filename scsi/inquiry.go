@@ -254,6 +254,9 @@ func (lu *LU) provisioningPage() []byte {
 			p[1] |= 0x04 // LBPRZ 001b
 		}
 		p[2] = 0x02 // thin provisioned
+		// THRESHOLD EXPONENT: threshold sets of 2^exp LBAs (threshold.go);
+		// zero when the LU has no provisioning thresholds.
+		p[0] = lu.thr.exp
 	}
 	return vpdHeader(vpdProvisioning, p...)
 }

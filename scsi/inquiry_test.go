@@ -115,7 +115,7 @@ func TestInquiryVPD(t *testing.T) {
 			cat(hexb("00 b1 00 3c 00 01 00 40"), make([]byte, 0x3C-4))}, // WABEREQ 01b
 		{"block device characteristics", nil, 0xB1, cat(hexb("00 b1 00 3c 00 01"), make([]byte, 0x3C-2))},
 		{"logical block provisioning, full", nil, 0xB2, hexb("00 b2 00 04 00 00 00 00")},
-		{"logical block provisioning, thin", func(c *LUConfig) { c.Thin = true }, 0xB2, hexb("00 b2 00 04 00 e4 02 00")},
+		{"logical block provisioning, thin", func(c *LUConfig) { c.Thin = true }, 0xB2, hexb("00 b2 00 04 05 e4 02 00")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -138,7 +138,8 @@ type LU struct {
 	nexus map[NexusKey]*nexusState
 	saved modeValues
 
-	pr prUnit // persistent and SPC-2 reservations (pr.go)
+	pr  prUnit       // persistent and SPC-2 reservations (pr.go)
+	thr lbpThreshold // provisioning threshold (threshold.go)
 
 	ranges    rangeLock // orders atomic commands against other writes (rangelock.go)
 	san       sanitizeState
@@ -221,6 +222,7 @@ func NewLU(cfg LUConfig) (*LU, error) {
 		}
 		lu.lbprz = info.UnmapZeroes
 	}
+	lu.initThreshold(cfg.Device)
 	lu.log = cfg.Log
 	if lu.log == nil {
 		l := logrus.New()
@@ -553,5 +555,6 @@ func (lu *LU) reset(asc ASC) {
 	}
 	lu.setCurrent(lu.saved)
 	lu.mu.Unlock()
+	lu.rearmThreshold()
 	lu.prReset()
 }

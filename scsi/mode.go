@@ -30,6 +30,7 @@ type modePage struct {
 	code, sub uint8
 	length    int
 	saveable  bool
+	lbp       bool // only on LUs with provisioning thresholds
 }
 
 // modePages are the pages of a direct access LU in the order MODE SENSE
@@ -40,6 +41,7 @@ var modePages = []modePage{
 	{code: pageControl, length: 0x0A, saveable: true},
 	{code: pageControl, sub: 0x01, length: 0x1C}, // Control Extension
 	{code: pageInfoExceptions, length: 0x0A},
+	{code: pageLBP, sub: subpageLBP, length: 0x14, saveable: true, lbp: true},
 }
 
 func (p modePage) hdrLen() int {
@@ -65,6 +67,12 @@ func (lu *LU) build(p modePage, v modeValues, changeable bool) []byte {
 		b[1] = byte(p.length)
 	}
 	switch {
+	case p.code == pageRWErrorRecovery: // SBC-4 §6.5.10
+		if lu.hasThresholds() && !changeable {
+			b[7] = 0x80 // LBPERE: threshold notification is always on
+		}
+	case p.code == pageLBP && p.sub == subpageLBP: // SBC-4 §6.5.9
+		buildLBPPage(b, v, changeable)
 	case p.code == pageCaching: // SBC-4 §6.5.5
 		if changeable || v.WCE {
 			b[2] |= 0x04 // WCE
@@ -101,15 +109,20 @@ func (p modePage) parse(b []byte, v *modeValues) {
 	case p.code == pageControl && p.sub == 0:
 		v.DSense = b[2]&0x04 != 0
 		v.SWP = b[4]&0x08 != 0
+	case p.code == pageLBP && p.sub == subpageLBP:
+		parseLBPPage(b, v)
 	}
 }
 
 // selectPages returns the pages a MODE SENSE page/subpage pair asks for:
 // 3Fh/00h all pages without subpages, 3Fh/FFh all pages and subpages,
 // xx/FFh all subpages of page xx (SPC-4 table 174).
-func selectPages(code, sub uint8) []modePage {
+func (lu *LU) selectPages(code, sub uint8) []modePage {
 	var out []modePage
 	for _, p := range modePages {
+		if p.lbp && !lu.hasThresholds() {
+			continue
+		}
 		if (code == pageAll || p.code == code) && (sub == subpageAll || p.sub == sub) {
 			out = append(out, p)
 		}
@@ -126,8 +139,8 @@ func planModeSense(lu *LU, c *Command) error {
 	if q.Page == pageAll && q.Subpage != 0 && q.Subpage != subpageAll {
 		return invalidCDB(3, -1)
 	}
-	if len(selectPages(q.Page, q.Subpage)) == 0 {
-		if len(selectPages(q.Page, subpageAll)) > 0 {
+	if len(lu.selectPages(q.Page, q.Subpage)) == 0 {
+		if len(lu.selectPages(q.Page, subpageAll)) > 0 {
 			return invalidCDB(3, -1)
 		}
 		return invalidCDB(2, 5)
@@ -190,7 +203,7 @@ func execModeSense(_ context.Context, lu *LU, c *Command) error {
 			be.PutUint32(bd[4:8], lu.bs) // byte 4 reserved, LOGICAL BLOCK LENGTH in 5-7
 		}
 	}
-	for _, p := range selectPages(q.Page, q.Subpage) {
+	for _, p := range lu.selectPages(q.Page, q.Subpage) {
 		out = append(out, lu.build(p, v, q.PC == pcChangeable)...)
 	}
 	if q.Ten {
@@ -247,6 +260,9 @@ func execModeSelect(_ context.Context, lu *LU, c *Command) error {
 	if v != cur {
 		lu.establishUA(ASCModeParametersChanged, c.Nexus)
 	}
+	if v.ThreshEnabled && lu.hasThresholds() && (!cur.ThreshEnabled || v.ThreshCount != cur.ThreshCount) {
+		lu.sampleThreshold(c.Nexus) // a threshold set below the current usage is reached now
+	}
 	return nil
 }
 
@@ -292,7 +308,7 @@ func (lu *LU) parseModeSelect(q modeSelectCDB, data []byte, cur modeValues) (mod
 		if pos+hl+plen > len(data) {
 			return cur, ErrParamListLength
 		}
-		p, ok := findPage(code, sub)
+		p, ok := lu.findPage(code, sub)
 		if !ok {
 			return cur, invalidParam(pos, 5)
 		}
@@ -317,9 +333,9 @@ func (lu *LU) parseModeSelect(q modeSelectCDB, data []byte, cur modeValues) (mod
 	return v, nil
 }
 
-func findPage(code, sub uint8) (modePage, bool) {
+func (lu *LU) findPage(code, sub uint8) (modePage, bool) {
 	for _, p := range modePages {
-		if p.code == code && p.sub == sub {
+		if p.code == code && p.sub == sub && (!p.lbp || lu.hasThresholds()) {
 			return p, true
 		}
 	}

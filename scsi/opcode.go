@@ -53,6 +53,7 @@ const (
 	OpExtendedCopy     OpCode = 0x83 // EXTENDED COPY(LID1)
 	OpReceiveCopy      OpCode = 0x84 // RECEIVE COPY RESULTS
 	OpWriteAtomic16    OpCode = 0x9C // WRITE ATOMIC(16)
+	OpLogSense         OpCode = 0x4D // LOG SENSE
 )
 
 // Service actions of SERVICE ACTION IN(16) (SBC-4 §5.x) and MAINTENANCE IN
@@ -87,7 +88,7 @@ var opNames = [256]string{
 	OpReserve6: "RESERVE(6)", OpRelease6: "RELEASE(6)", OpReserve10: "RESERVE(10)", OpRelease10: "RELEASE(10)",
 	OpPersistentReserveIn: "PERSISTENT RESERVE IN", OpPersistentReserveOut: "PERSISTENT RESERVE OUT",
 	0x04: "FORMAT UNIT", 0x1C: "RECEIVE DIAGNOSTIC RESULTS",
-	0x1D: "SEND DIAGNOSTIC", 0x3B: "WRITE BUFFER", 0x3C: "READ BUFFER", 0x4D: "LOG SENSE",
+	0x1D: "SEND DIAGNOSTIC", 0x3B: "WRITE BUFFER", 0x3C: "READ BUFFER", OpLogSense: "LOG SENSE",
 	0x4C: "LOG SELECT",
 	0x85: "ATA PASS-THROUGH(16)", 0xA1: "ATA PASS-THROUGH(12)", 0xA2: "SECURITY PROTOCOL IN",
 	0xB5: "SECURITY PROTOCOL OUT",
@@ -180,6 +181,7 @@ var sbcOps = [256]opEntry{
 		{usage: u(0x48, 0xA0|saBlockErase, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite | flagThin, plan: planSanitize, exec: execSanitize},
 		{usage: u(0x48, 0xA0|saExitFailureMode, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite, plan: planSanitize, exec: execSanitize},
 	}},
+	OpLogSense:     {usage: u(0x4D, 0, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0), plan: planLogSense, exec: execLogSense},
 	OpModeSelect10: {usage: u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), plan: planModeSelect, exec: execModeSelect},
 	OpModeSense10:  {usage: u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), plan: planModeSense, exec: execModeSense},
 

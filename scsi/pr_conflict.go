@@ -98,25 +98,25 @@ var prRules = [256]prRule{
 
 	// Commands of other parts of the project or not implemented, so that
 	// adding them cannot open a hole (SPC-4 table 66, SBC-4 table 13).
-	0x04: {class: prWrite},   // FORMAT UNIT
-	0x1C: {class: prRead},    // RECEIVE DIAGNOSTIC RESULTS
-	0x1D: {class: prWrite},   // SEND DIAGNOSTIC
-	0x3B: {class: prWrite},   // WRITE BUFFER
-	0x3C: {class: prRead},    // READ BUFFER
-	0x48: {class: prWrite},   // SANITIZE
-	0x4C: {class: prWrite},   // LOG SELECT
-	0x4D: {class: prAllowed}, // LOG SENSE
-	0x83: {class: prWrite},   // EXTENDED COPY
-	0x84: {class: prRead},    // RECEIVE COPY RESULTS
-	0x85: {class: prWrite},   // ATA PASS-THROUGH(16)
-	0x8C: {class: prRead},    // READ ATTRIBUTE
-	0x8D: {class: prWrite},   // WRITE ATTRIBUTE
-	0x9C: {class: prWrite},   // WRITE ATOMIC(16)
-	0xA1: {class: prWrite},   // ATA PASS-THROUGH(12)
-	0xA2: {class: prRead},    // SECURITY PROTOCOL IN
-	0xA4: {class: prWrite},   // MAINTENANCE OUT
-	0xB5: {class: prWrite},   // SECURITY PROTOCOL OUT
-	0x7F: {class: prWrite},   // variable length CDBs (WRITE(32) and others)
+	0x04:       {class: prWrite}, // FORMAT UNIT
+	0x1C:       {class: prRead},  // RECEIVE DIAGNOSTIC RESULTS
+	0x1D:       {class: prWrite}, // SEND DIAGNOSTIC
+	0x3B:       {class: prWrite}, // WRITE BUFFER
+	0x3C:       {class: prRead},  // READ BUFFER
+	0x48:       {class: prWrite}, // SANITIZE
+	0x4C:       {class: prWrite}, // LOG SELECT
+	OpLogSense: {class: prAllowed},
+	0x83:       {class: prWrite}, // EXTENDED COPY
+	0x84:       {class: prRead},  // RECEIVE COPY RESULTS
+	0x85:       {class: prWrite}, // ATA PASS-THROUGH(16)
+	0x8C:       {class: prRead},  // READ ATTRIBUTE
+	0x8D:       {class: prWrite}, // WRITE ATTRIBUTE
+	0x9C:       {class: prWrite}, // WRITE ATOMIC(16)
+	0xA1:       {class: prWrite}, // ATA PASS-THROUGH(12)
+	0xA2:       {class: prRead},  // SECURITY PROTOCOL IN
+	0xA4:       {class: prWrite}, // MAINTENANCE OUT
+	0xB5:       {class: prWrite}, // SECURITY PROTOCOL OUT
+	0x7F:       {class: prWrite}, // variable length CDBs (WRITE(32) and others)
 }
 
 // prRuleFor returns the rule of a CDB: the table row, refined by service

@@ -146,7 +146,7 @@ func (r *Router) precheck(lu *LU, e *opEntry, c *Command) error {
 	if lu != nil {
 		if e.flags&flagNoUA == 0 {
 			if asc, ok := lu.takeUA(c.Nexus); ok {
-				return Sense{Key: KeyUnitAttention, ASC: asc}
+				return uaSense(asc)
 			}
 		}
 		if err := lu.sanitizeCheck(e, c); err != nil {
@@ -219,6 +219,9 @@ func (r *Router) Execute(ctx context.Context, c *Command) {
 	err := st.op.exec(ctx, st.lu, c)
 	if err == ErrMediumRemovalPrevented && ctx.Err() == nil && r.reap() {
 		err = st.op.exec(ctx, st.lu, c) // START STOP UNIT refused before changing anything
+	}
+	if err == nil && st.lu != nil && st.op.flags&flagWrite != 0 {
+		st.lu.afterWrite(c)
 	}
 	r.finish(c, err)
 }

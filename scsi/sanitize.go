@@ -185,6 +185,7 @@ func execSanitize(ctx context.Context, lu *LU, c *Command) error {
 	// Command structs: it works on its own copy of what it logs.
 	oc := &Command{CDB: append([]byte(nil), c.CDB...), Tag: c.Tag}
 	run := func(ctx context.Context) error {
+		defer lu.allocationChanged(nil) // provisioning threshold (threshold.go)
 		defer lu.san.active.Store(false)
 		s := lu.lockWrite(0, lu.capacity.Load(), true)
 		defer lu.unlockWrite(s, true)

@@ -54,7 +54,7 @@ func execRequestSense(_ context.Context, lu *LU, c *Command) error {
 		s = Sense{Key: KeyIllegalRequest, ASC: ASCLUNotSupported}
 	default:
 		if asc, ok := lu.takeUA(c.Nexus); ok {
-			s = Sense{Key: KeyUnitAttention, ASC: asc}
+			s = uaSense(asc)
 		} else if lu.san.active.Load() {
 			s = lu.san.inProgress()
 		} else if lu.san.failed.Load() {

@@ -16,6 +16,10 @@ type modeValues struct {
 	WCE    bool `json:"wce"`     // Caching page 08h: write cache enable
 	DSense bool `json:"d_sense"` // Control page 0Ah: descriptor format sense
 	SWP    bool `json:"swp"`     // Control page 0Ah: software write protect
+	// Logical Block Provisioning page 1Ch/02h (thin LUs, threshold.go).
+	SITUA         bool   `json:"lbp_situa,omitempty"`
+	ThreshEnabled bool   `json:"lbp_threshold_enabled,omitempty"`
+	ThreshCount   uint32 `json:"lbp_threshold_count,omitempty"`
 }
 
 // defaultModeValues are the default values (MODE SENSE PC=10b): a
@@ -32,13 +36,15 @@ type stateFile struct {
 }
 
 func (lu *LU) current() modeValues {
-	return modeValues{WCE: lu.wce.Load(), DSense: lu.dsense.Load(), SWP: lu.swp.Load()}
+	return modeValues{WCE: lu.wce.Load(), DSense: lu.dsense.Load(), SWP: lu.swp.Load(),
+		SITUA: lu.thr.situa.Load(), ThreshEnabled: lu.thr.enabled.Load(), ThreshCount: lu.thr.count.Load()}
 }
 
 func (lu *LU) setCurrent(v modeValues) {
 	lu.wce.Store(v.WCE)
 	lu.dsense.Store(v.DSense)
 	lu.swp.Store(v.SWP)
+	lu.setThreshold(v)
 }
 
 // loadModeValues reads the saved mode pages; a missing file means the
@@ -51,7 +57,8 @@ func loadModeValues(path string) (modeValues, error) {
 	if err != nil {
 		return modeValues{}, fmt.Errorf("read mode state: %w", err)
 	}
-	var f stateFile
+	// Fields missing from an older file keep their defaults.
+	f := stateFile{Mode: defaultModeValues}
 	if err := json.Unmarshal(b, &f); err != nil {
 		return modeValues{}, fmt.Errorf("parse mode state %s: %w", path, err)
 	}

@@ -237,10 +237,19 @@ func (lu *LU) runCopy(ctx context.Context, c *Command, l xcopyList, st *copyStat
 			return copyAborted(ASCCopyTargetNotReachable, t.off)
 		}
 	}
+	// Destinations may be other LUs: each one samples its allocation for
+	// its provisioning threshold once the copy ends (threshold.go).
+	dsts := make(map[*LU]bool, 1)
+	defer func() {
+		for d := range dsts {
+			d.allocationChanged(c.Nexus)
+		}
+	}()
 	for _, s := range l.segments {
 		if int(s.src) >= len(lus) || int(s.dst) >= len(lus) {
 			return copyAborted(ASCCopyTargetNotReachable, s.off)
 		}
+		dsts[lus[s.dst]] = true
 		n, err := lu.copySegment(ctx, c, lus[s.src], lus[s.dst], s)
 		if err != nil {
 			return err
