@@ -512,6 +512,11 @@ func restartOnly(a, b *config.File) []string {
 	if !reflect.DeepEqual(na, nb) {
 		out = append(out, "negotiation changed: takes effect at the next restart")
 	}
+	la, lb := a.Limits, b.Limits
+	la.Pos, lb.Pos = config.Pos{}, config.Pos{}
+	if la != lb {
+		out = append(out, "limits changed: take effect at the next restart")
+	}
 	return out
 }
 
@@ -581,6 +586,8 @@ func fileFromFlags(sc *serveConfig) *config.File {
 		Advertise: sc.advertise,
 		StateDir:  sc.stateDir,
 		Access:    sc.access,
+		Limits: config.Limits{MaxConnections: sc.maxConns, MaxConnectionsPerSource: sc.maxPerSrc,
+			DataBufferBudget: config.Size(sc.budget)},
 	}
 	iv, tmo := sc.nopIntv, sc.nopTmo
 	f.NOPInterval, f.NOPTimeout = &iv, &tmo

@@ -266,9 +266,9 @@ func serve(c *cli.Context) error {
 		AccessMode:  target.AccessMode(f.Access),
 		StateDir:    sc.stateDir,
 		// Resource limits (hostile or broken peers).
-		MaxConnections:          sc.maxConns,
-		MaxConnectionsPerSource: sc.maxPerSrc,
-		DataBufferBudget:        sc.budget,
+		MaxConnections:          f.Limits.MaxConnections,
+		MaxConnectionsPerSource: f.Limits.MaxConnectionsPerSource,
+		DataBufferBudget:        int64(f.Limits.DataBufferBudget),
 		// The logout request tells initiators how long they have.
 		LogoutTime2Wait: uint16(min(sc.shutdown/time.Second, 3600)),
 		Auth:            sc.auth.cfg,

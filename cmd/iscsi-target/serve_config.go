@@ -105,6 +105,17 @@ func overrideFromFlags(c *cli.Context, sc *serveConfig, f *config.File) {
 	if len(f.Listen) == 0 {
 		f.Listen = sc.listen
 	}
+	// Resource limits: a flag given wins, else the file's value, else the
+	// flag's default.
+	if c.IsSet("max-connections") || f.Limits.MaxConnections == 0 {
+		f.Limits.MaxConnections = sc.maxConns
+	}
+	if c.IsSet("max-connections-per-source") || f.Limits.MaxConnectionsPerSource == 0 {
+		f.Limits.MaxConnectionsPerSource = sc.maxPerSrc
+	}
+	if c.IsSet("data-buffer-budget") || f.Limits.DataBufferBudget == 0 {
+		f.Limits.DataBufferBudget = config.Size(sc.budget)
+	}
 	if c.IsSet("max-sessions") {
 		// A limit on the command line applies to targets without their own.
 		for i := range f.Targets {

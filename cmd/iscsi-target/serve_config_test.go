@@ -37,6 +37,7 @@ func TestFlagsOverrideTheFile(t *testing.T) {
 	os.WriteFile(conf, []byte(`listen: ["127.0.0.1:3260"]
 access: shared
 nop_interval: 7s
+limits: {max_connections: 100, data_buffer_budget: 64MiB}
 targets:
   - name: iqn.2026-11.test:a
     luns: [{path: /srv/a.img}]
@@ -52,6 +53,16 @@ targets:
 	}
 	if f.Listen[0] != "127.0.0.1:3260" || f.Access != "shared" || *f.NOPInterval != 7*time.Second || len(f.Targets) != 2 {
 		t.Fatalf("file model %+v", f)
+	}
+	if l := f.Limits; l.MaxConnections != 100 || l.DataBufferBudget != 64<<20 || l.MaxConnectionsPerSource != 64 {
+		t.Fatalf("limits from the file (and the default per source): %+v", l)
+	}
+	if f, err := effectiveFor(t, "--max-connections-per-source", "9", "--lun", "/srv/x.img,size=1MiB"); err != nil ||
+		f.Limits.MaxConnectionsPerSource != 9 || f.Limits.MaxConnections != 1024 || f.Limits.DataBufferBudget != 256<<20 {
+		t.Fatalf("limits from flags alone: %v %+v", err, f.Limits)
+	}
+	if f, err := effectiveFor(t, "--config", conf, "--max-connections", "7"); err != nil || f.Limits.MaxConnections != 7 || f.Limits.DataBufferBudget != 64<<20 {
+		t.Fatalf("--max-connections over the file: %v %+v", err, f.Limits)
 	}
 	// Flags on the command line win; --lun replaces the LUNs of --iqn.
 	f, err = effectiveFor(t, "--config", conf, "--listen", "127.0.0.2:3261", "--access", "single-writer",

@@ -46,6 +46,9 @@ type File struct {
 	// CHAPMinSecretLength is the shortest CHAP secret accepted; 0 means
 	// the default of 12 bytes.
 	CHAPMinSecretLength int `yaml:"chap_min_secret_length,omitempty"`
+	// Limits are the resource limits against hostile or broken peers;
+	// zero values keep the defaults (or the flags).
+	Limits Limits `yaml:"limits,omitempty"`
 	// Discovery configures discovery (SendTargets) sessions.
 	Discovery Discovery `yaml:"discovery,omitempty"`
 	// Targets are the target nodes served.
@@ -105,6 +108,17 @@ type LUN struct {
 	Direct    bool   `yaml:"direct,omitempty"`
 	// SanitizeRate caps SANITIZE OVERWRITE, bytes per second (0: no cap).
 	SanitizeRate Size `yaml:"sanitize_rate,omitempty"`
+}
+
+// Limits bound what peers can make the daemon hold.
+type Limits struct {
+	Pos `yaml:"-"`
+	// MaxConnections bounds the connections open at once (default 1024).
+	MaxConnections int `yaml:"max_connections,omitempty"`
+	// MaxConnectionsPerSource bounds them per source IP (default 64).
+	MaxConnectionsPerSource int `yaml:"max_connections_per_source,omitempty"`
+	// DataBufferBudget bounds command data buffers (default 256MiB).
+	DataBufferBudget Size `yaml:"data_buffer_budget,omitempty"`
 }
 
 // CHAP holds the credentials of a target (or of discovery).

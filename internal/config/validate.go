@@ -171,6 +171,12 @@ func (f *File) Validate() Diags {
 		v.err(f.Pos, "nop_timeout", "nop_timeout must be > 0")
 	}
 	v.negotiation(&f.Negotiation)
+	if l := &f.Limits; l.MaxConnections < 0 || l.MaxConnectionsPerSource < 0 {
+		v.err(l.Pos, "max_connections", "limits: max_connections and max_connections_per_source must be >= 1 (0: default)")
+	}
+	if l := &f.Limits; l.DataBufferBudget != 0 && l.DataBufferBudget < 1<<20 {
+		v.err(l.Pos, "data_buffer_budget", "limits: data_buffer_budget must be at least 1MiB")
+	}
 	if f.CHAPMinSecretLength < 0 || f.CHAPMinSecretLength > 255 {
 		v.err(f.Pos, "chap_min_secret_length", "chap_min_secret_length %d outside [1, 255]", f.CHAPMinSecretLength)
 	}
