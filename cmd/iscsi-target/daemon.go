@@ -514,7 +514,7 @@ func restartOnly(a, b *config.File) []string {
 	}
 	la, lb := a.Limits, b.Limits
 	la.Pos, lb.Pos = config.Pos{}, config.Pos{}
-	if la != lb {
+	if !reflect.DeepEqual(la, lb) {
 		out = append(out, "limits changed: take effect at the next restart")
 	}
 	return out
