@@ -263,6 +263,25 @@ func (m *leaseManager) nodeSessions(n *Node) []*session {
 	return out
 }
 
+// forgetOldestIdle removes from rec the oldest holder ISID without a
+// session on n; it reports false when every recorded ISID has one. m.mu
+// held.
+func (m *leaseManager) forgetOldestIdle(n *Node, rec *leaseRecord) bool {
+	live := map[string]bool{}
+	for _, s := range m.nodeSessions(n) {
+		if sameName(s.initiatorName, rec.Holder) {
+			live[s.isid.String()] = true
+		}
+	}
+	for i, id := range rec.Nexuses {
+		if !live[id] {
+			rec.Nexuses = append(rec.Nexuses[:i:i], rec.Nexuses[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
 // holderAlive reports whether the holder of rec keeps the lease; m.mu held.
 func (m *leaseManager) holderAlive(n *Node, rec *leaseRecord, now time.Time) bool {
 	if rec.Holder == "" {
@@ -352,10 +371,17 @@ func (m *leaseManager) admit(n *Node, name string, isid pdu.ISID, log *logrus.En
 		log.WithFields(fields).WithField("epoch", next.Epoch).Info("lease: acquired")
 	case sameName(rec.Holder, name):
 		if !rec.hasNexus(id) {
-			if len(rec.Nexuses) >= maxHolderNexuses {
-				return admission{status: pdu.LoginOutOfResources, msg: "too many sessions recorded for the lease holder"}
-			}
 			next := rec.clone()
+			if len(next.Nexuses) >= maxHolderNexuses {
+				// Sessions that ended without a logout (dropped
+				// connections; libiscsi reconnects with a new ISID
+				// each time) fill the list over a long tenure. Forget
+				// the oldest ISID with no session now: its initiator
+				// still logs in like any other name after a takeover.
+				if !m.forgetOldestIdle(n, next) {
+					return admission{status: pdu.LoginOutOfResources, msg: "too many live sessions recorded for the lease holder"}
+				}
+			}
 			next.Nexuses = append(next.Nexuses, id)
 			if err := m.commit(n.Name, next); err != nil {
 				return admission{status: pdu.LoginTargetError, msg: "lease state could not be saved"}

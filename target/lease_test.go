@@ -2,6 +2,7 @@ package target_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -576,5 +577,36 @@ func TestLeaseTakeoverWaitsForExecutingWrite(t *testing.T) {
 	leaseWrite(t, b, 100, bytes.Repeat([]byte{0xb1}, 512))
 	if dev := tg.Devices[0].Bytes(); dev[100*512] != 0xb1 {
 		t.Fatal("B's write was overwritten")
+	}
+}
+
+// A holder whose sessions keep ending without a logout (dropped
+// connections; libiscsi picks a new ISID for every reconnect) is never
+// locked out by the size of its ISID list: the oldest ISID without a
+// session is forgotten to make room.
+func TestLeaseHolderNexusListForgetsIdle(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{Quiet: true, Configure: func(c *target.Config) {
+		c.MaxConnectionsPerSource = 1 << 14
+	}})
+	const n = 4096 + 8
+	for i := 0; i < n; i++ {
+		c := dial(t, tg)
+		c.InitiatorName = nameA
+		binary.BigEndian.PutUint16(c.ISID[4:], uint16(i))
+		if err := c.Login(targettest.LoginOptions{Target: tg.IQN}); err != nil {
+			t.Fatalf("login %d of the holder: %v", i, err)
+		}
+		c.Close() // dropped, no logout
+	}
+	li := leaseOf(t, tg)
+	if li.Holder != nameA || len(li.HolderNexuses) != 4096 {
+		t.Fatalf("holder %s with %d nexuses, want %s with 4096", li.Holder, len(li.HolderNexuses), nameA)
+	}
+	var first pdu.ISID
+	first[0], first[1], first[2], first[3] = 0x80, 0x12, 0x34, 0x56
+	for _, id := range li.HolderNexuses {
+		if id == first.String() {
+			t.Fatal("the oldest idle ISID is still recorded")
+		}
 	}
 }
