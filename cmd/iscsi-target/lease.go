@@ -116,15 +116,9 @@ func leaseCommand() *cli.Command {
 					if c.NArg() > 0 || c.String("target") == "" {
 						return usageError("lease allow: --target IQN is required, and nothing else")
 					}
-					var ans leaseReleaseAnswer
-					if err := adminCall(c.Context, adminSocketPath(c), http.MethodPost, "/v1/lease/allow",
-						leaseReleaseRequest{Target: c.String("target")}, &ans); err != nil {
-						return &exitError{code: exitFailure, err: err}
-					}
-					if c.Bool("json") {
-						enc := json.NewEncoder(c.App.Writer)
-						enc.SetIndent("", "  ")
-						return enc.Encode(ans)
+					ans, done, err := leasePost(c, "/v1/lease/allow")
+					if done || err != nil {
+						return err
 					}
 					if !ans.Released {
 						fmt.Fprintf(c.App.Writer, "no initiator is barred from %s\n", ans.Lease.Target)
@@ -153,15 +147,9 @@ func leaseCommand() *cli.Command {
 					if c.String("target") == "" {
 						return usageError("lease release: --target IQN is required")
 					}
-					var ans leaseReleaseAnswer
-					if err := adminCall(c.Context, adminSocketPath(c), http.MethodPost, "/v1/lease/release",
-						leaseReleaseRequest{Target: c.String("target")}, &ans); err != nil {
-						return &exitError{code: exitFailure, err: err}
-					}
-					if c.Bool("json") {
-						enc := json.NewEncoder(c.App.Writer)
-						enc.SetIndent("", "  ")
-						return enc.Encode(ans)
+					ans, done, err := leasePost(c, "/v1/lease/release")
+					if done || err != nil {
+						return err
 					}
 					if !ans.Released {
 						fmt.Fprintf(c.App.Writer, "lease of %s was already free (epoch %d)\n", ans.Lease.Target, ans.Lease.Epoch)
@@ -222,4 +210,19 @@ func printLease(w io.Writer, li target.LeaseInfo) {
 	k := li.Counters
 	fmt.Fprintf(w, "counters: acquired=%d takeovers=%d released=%d fenced=%d refused_busy=%d refused_fenced=%d persist_errors=%d\n",
 		k.Acquired, k.Takeovers, k.Released, k.Fenced, k.RefusedBusy, k.RefusedFenced, k.PersistErrors)
+}
+
+// leasePost sends the command's --target to route and, with --json, prints
+// the answer (done reports that nothing is left to print).
+func leasePost(c *cli.Context, route string) (ans leaseReleaseAnswer, done bool, err error) {
+	if err := adminCall(c.Context, adminSocketPath(c), http.MethodPost, route,
+		leaseReleaseRequest{Target: c.String("target")}, &ans); err != nil {
+		return ans, true, &exitError{code: exitFailure, err: err}
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return ans, true, enc.Encode(ans)
+	}
+	return ans, false, nil
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/iscsi-target/iscsi-target/internal/config"
 )
 
 func TestParseSize(t *testing.T) {
@@ -111,8 +113,8 @@ func TestValidTargetName(t *testing.T) {
 		"target0":                           false,
 		"eui.123":                           false,
 	} {
-		if got := validTargetName(name); got != ok {
-			t.Errorf("validTargetName(%q) = %v, want %v", name, got, ok)
+		if got := config.ValidName(name); got != ok {
+			t.Errorf("config.ValidName(%q) = %v, want %v", name, got, ok)
 		}
 	}
 }

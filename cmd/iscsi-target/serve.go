@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/iscsi-target/iscsi-target/internal/config"
 	"github.com/iscsi-target/iscsi-target/target"
 )
 
@@ -146,7 +147,7 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 	if sc.iqn == "" {
 		sc.iqn = defaultIQN()
 	}
-	if !validTargetName(sc.iqn) {
+	if !config.ValidName(sc.iqn) {
 		return nil, usageError("--iqn %q: not an iSCSI name (iqn.YYYY-MM.reverse.domain[:id], eui.<16 hex> or naa.<hex>)", sc.iqn)
 	}
 	if sc.stateDir == "" {
@@ -204,25 +205,6 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 		return nil, usageError("%v", err)
 	}
 	return sc, nil
-}
-
-// validTargetName checks the iSCSI name forms of RFC 7143 §4.2.7.
-func validTargetName(n string) bool {
-	l := strings.ToLower(n)
-	if len(n) > 223 || n != l && !strings.HasPrefix(l, "naa.") {
-		// iqn names are case-insensitive and should be lower case.
-		return false
-	}
-	switch {
-	case strings.HasPrefix(l, "iqn."):
-		rest := l[4:]
-		return len(rest) > 8 && rest[4] == '-' && !strings.ContainsAny(rest, " ,")
-	case strings.HasPrefix(l, "eui."):
-		return len(l) == 20
-	case strings.HasPrefix(l, "naa."):
-		return len(l) == 20 || len(l) == 36
-	}
-	return false
 }
 
 func serve(c *cli.Context) error {
