@@ -620,9 +620,9 @@ func writeManifest(dir string, m *kitManifest) error {
 	return f.Close()
 }
 
-// loadKit reads and verifies a kit directory. The error wraps
-// fs.ErrNotExist when there is no kit at all.
-func loadKit(dir string) (*Kit, error) {
+// readManifest reads dir/kit.json, checks its format and verifies every
+// file it lists. The error wraps fs.ErrNotExist when there is no manifest.
+func readManifest(dir, format string) (*kitManifest, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "kit.json"))
 	if err != nil {
 		return nil, err
@@ -631,8 +631,8 @@ func loadKit(dir string) (*Kit, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("kit.json: %v", err)
 	}
-	if m.Format != kitFormat {
-		return nil, fmt.Errorf("kit format %q, want %q", m.Format, kitFormat)
+	if m.Format != format {
+		return nil, fmt.Errorf("kit format %q, want %q", m.Format, format)
 	}
 	if len(m.Files) == 0 {
 		return nil, errors.New("kit.json lists no files")
@@ -641,6 +641,16 @@ func loadKit(dir string) (*Kit, error) {
 		if err := verifyFile(dir, f); err != nil {
 			return nil, err
 		}
+	}
+	return &m, nil
+}
+
+// loadKit reads and verifies a kit directory. The error wraps
+// fs.ErrNotExist when there is no kit at all.
+func loadKit(dir string) (*Kit, error) {
+	m, err := readManifest(dir, kitFormat)
+	if err != nil {
+		return nil, err
 	}
 	k := &Kit{
 		Dir:           dir,

@@ -327,24 +327,9 @@ func buildMariaDB(ctx context.Context, dir, final string, versions map[string]st
 }
 
 func loadMariaDB(dir string) (*MariaDB, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "kit.json"))
+	man, err := readManifest(dir, mariadbFormat)
 	if err != nil {
 		return nil, err
-	}
-	var man kitManifest
-	if err := json.Unmarshal(b, &man); err != nil {
-		return nil, fmt.Errorf("kit.json: %v", err)
-	}
-	if man.Format != mariadbFormat {
-		return nil, fmt.Errorf("kit format %q, want %q", man.Format, mariadbFormat)
-	}
-	if len(man.Files) == 0 {
-		return nil, errors.New("kit.json lists no files")
-	}
-	for _, f := range man.Files {
-		if err := verifyFile(dir, f); err != nil {
-			return nil, err
-		}
 	}
 	m := &MariaDB{
 		Dir:      dir,
