@@ -377,6 +377,9 @@ func (f *File) HasInlineSecrets() bool {
 // Parse decodes and validates a YAML configuration. Unknown keys, wrong
 // types and invalid values are errors with their line numbers.
 func Parse(data []byte) (*File, Diags) {
+	if d, ok := oddLineBreak(data); ok {
+		return nil, Diags{d}
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, Diags{yamlDiag(err)}
@@ -392,6 +395,39 @@ func Parse(data []byte) (*File, Diags) {
 	}
 	ds = append(ds, f.Validate()...)
 	return f, ds.sorted()
+}
+
+// oddLineBreak finds the first line break YAML counts but editors and
+// this package's line numbers do not: a carriage return not followed by a
+// line feed, NEL (U+0085), LINE SEPARATOR (U+2028) or PARAGRAPH SEPARATOR
+// (U+2029). With one of them in the file every later position the YAML
+// parser reports would be off, so the file is refused where it occurs.
+func oddLineBreak(data []byte) (Diag, bool) {
+	line, col := 1, 1
+	for i := 0; i < len(data); {
+		c := data[i]
+		name, size := "", 1
+		switch {
+		case c == '\n':
+			line, col = line+1, 1
+			i++
+			continue
+		case c == '\r' && (i+1 == len(data) || data[i+1] != '\n'):
+			name = "a carriage return (CR) without a line feed"
+		case c == 0xc2 && i+1 < len(data) && data[i+1] == 0x85:
+			name, size = "NEL (U+0085)", 2
+		case c == 0xe2 && i+2 < len(data) && data[i+1] == 0x80 && (data[i+2] == 0xa8 || data[i+2] == 0xa9):
+			name, size = "a Unicode line or paragraph separator (U+2028/U+2029)", 3
+		}
+		if name != "" {
+			return Diag{Line: line, Column: col, Msg: name + " is a line break in YAML but not in most editors; save the file with LF or CRLF line endings"}, true
+		}
+		if c&0xc0 != 0x80 { // count characters, not UTF-8 continuation bytes
+			col++
+		}
+		i += size
+	}
+	return Diag{}, false
 }
 
 func yamlDiag(err error) Diag {
