@@ -77,6 +77,9 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	// From here on fd is ours; init* fill in ops and Info from the
 	// descriptor (not the path, which may have been replaced meanwhile).
 	f := &File{path: path, fd: fd}
+	if !opts.Direct {
+		f.chunk = pageCacheChunk
+	}
 	if block {
 		err = f.initBlock(&st, opts)
 	} else {

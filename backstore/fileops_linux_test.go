@@ -331,3 +331,62 @@ func TestIOAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestBufferedWritesStayInsideChunks records the pwrites a large buffered
+// write makes: none may cross a 64 KiB boundary of the file (so that the
+// page cache holds no folio larger than that), short writes are still
+// continued, the bytes land where they belong, and a FUA write stays one
+// call (RWF_DSYNC syncs only the range of its own call).
+func TestBufferedWritesStayInsideChunks(t *testing.T) {
+	f := openTestFile(t, 4<<20)
+	type call struct{ off, n int64 }
+	var calls []call
+	real := f.ops.pwrite
+	f.ops.pwrite = func(fd int, p []byte, off int64) (int, error) {
+		calls = append(calls, call{off, int64(len(p))})
+		if len(p) > 40000 { // a short write now and then
+			p = p[:40000]
+		}
+		return real(fd, p, off)
+	}
+	var dsync []call
+	realDSync := f.ops.pwriteDSync
+	f.ops.pwriteDSync = func(fd int, p []byte, off int64) (int, error) {
+		dsync = append(dsync, call{off, int64(len(p))})
+		return realDSync(fd, p, off)
+	}
+	data := make([]byte, 1<<20+4096)
+	for i := range data {
+		data[i] = byte(i*7 + 3)
+	}
+	const off = 3 * 4096
+	if err := f.WriteAt(t.Context(), data, off, 0); err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for i, c := range calls {
+		if c.off/pageCacheChunk != (c.off+c.n-1)/pageCacheChunk {
+			t.Errorf("pwrite %d at %d+%d crosses a %d-byte boundary", i, c.off, c.n, pageCacheChunk)
+		}
+		if i > 0 && c.off != calls[i-1].off+min(calls[i-1].n, 40000) {
+			t.Errorf("pwrite %d at %d does not continue the previous one", i, c.off)
+		}
+		sum += min(c.n, 40000)
+	}
+	if sum != int64(len(data)) || len(calls) < 17 {
+		t.Errorf("%d pwrites wrote %d bytes, want %d bytes in at least 17 calls", len(calls), sum, len(data))
+	}
+	got := make([]byte, len(data))
+	if err := f.ReadAt(t.Context(), got, off); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("data read back differs")
+	}
+	if err := f.WriteAt(t.Context(), data, off, WriteFUA); err != nil {
+		t.Fatal(err)
+	}
+	if len(dsync) != 1 || dsync[0] != (call{off, int64(len(data))}) {
+		t.Errorf("FUA write made the RWF_DSYNC calls %v, want one of the whole range", dsync)
+	}
+}
