@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ParseIETD reads an ietd.conf (the configuration of the iSCSI Enterprise
@@ -27,6 +28,13 @@ func ParseIETD(data []byte) (*File, Diags) {
 	line := 0
 	for sc.Scan() {
 		line++
+		if !utf8.Valid(sc.Bytes()) {
+			// Names, secrets and paths are text; a stray byte would
+			// otherwise become part of a CHAP secret nobody can type.
+			col := 1 + utf8.RuneCount(sc.Bytes()[:invalidUTF8(sc.Bytes())])
+			p.errf(line, col, "not valid UTF-8 text (save the file as UTF-8)")
+			continue
+		}
 		p.line(line, sc.Text())
 	}
 	if err := sc.Err(); err != nil {
@@ -40,6 +48,19 @@ func ParseIETD(data []byte) (*File, Diags) {
 		p.ds = append(p.ds, p.f.Validate()...)
 	}
 	return p.f, p.ds.sorted()
+}
+
+// invalidUTF8 returns the offset of the first byte of b that is not part
+// of a valid UTF-8 sequence.
+func invalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
 }
 
 type ietdSetting struct {
