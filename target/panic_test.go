@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iscsi-target/iscsi-target/target"
 	"github.com/iscsi-target/iscsi-target/target/targettest"
 )
 
@@ -125,4 +126,46 @@ func waitLog(tg *targettest.Target, s string) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// A panic on a command's worker outside the device server (which turns its
+// own panics into CHECK CONDITION) closes that session's connection only;
+// the worker goes on and every other session keeps working.
+func TestWorkerPanicCostsOneConnection(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{})
+	// READ(10) of LBA 77 panics.
+	target.SetWorkerHook(tg.Server, func(cdb []byte) {
+		if len(cdb) >= 10 && cdb[0] == 0x28 && cdb[5] == 77 {
+			panic("injected panic on a worker")
+		}
+	})
+	healthy := login(t, tg, 1)
+	tur(t, healthy)
+	victim := login(t, tg, 2)
+	tur(t, victim)
+	_ = victim.Conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if r, err := victim.Command(cdbRead10(77, 8), nil, 4096, targettest.CommandOptions{}); err == nil {
+		t.Errorf("the panicking command was answered: %+v", r)
+	}
+	victim.Close()
+	for i := range 3 {
+		r, err := healthy.Command(cdbRead10(uint32(i), 8), nil, 4096, targettest.CommandOptions{})
+		if err != nil || r.Status != 0 {
+			t.Fatalf("healthy session after a worker panic: %v %+v", err, r)
+		}
+	}
+	tur(t, login(t, tg, 3))
+	if !waitLog(tg, "panic in a session worker") || !tg.Log.Contains("injected panic on a worker") {
+		t.Errorf("log lacks the worker panic:\n%s", tg.Log.String())
+	}
+	if p := tg.Server.Stats().Panics; p != 1 {
+		t.Errorf("Stats().Panics = %d, want 1", p)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(tg.Server.Sessions()) != 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(tg.Server.Sessions()); n != 2 {
+		t.Errorf("%d sessions left, want 2 (the healthy one and the fresh one)", n)
+	}
 }

@@ -263,6 +263,11 @@ type Server struct {
 	// MaxConnectionsPerSource.
 	refusedTotal, refusedSource atomic.Uint64
 	lastRefusalLog              atomic.Int64
+
+	// workerHook, set only by tests (export_test.go) before Serve, is
+	// called with each command's CDB on its worker ahead of execution,
+	// outside the device server's own recover.
+	workerHook func(cdb []byte)
 }
 
 // NewServer validates cfg and returns a server ready to Serve.

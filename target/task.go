@@ -2,9 +2,13 @@ package target
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/iscsi-target/iscsi-target/scsi"
 )
@@ -293,6 +297,46 @@ func (q *scheduler) stop() {
 
 // worker executes tasks until the session ends or it has been idle for
 // workerIdle.
+// execute runs one task on a worker. A panic inside the device server
+// is already a CHECK CONDITION for that command (session.run); one in the
+// task bookkeeping around it leaves the session's state in doubt, so it
+// closes the session's connection (the receiver then cleans up as for a
+// dropped connection), retires the task without a response, and the
+// worker goes on serving.
+func (q *scheduler) execute(t *task) {
+	s := q.s
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.WithFields(logrus.Fields{"panic": r, "itt": t.itt, "cdb": fmt.Sprintf("% x", t.cmd.CDB)}).
+				Errorf("iscsi: panic in a session worker\n%s", debug.Stack())
+			s.srv.stats.panics.Add(1)
+			if c := s.conn; c != nil {
+				c.close(fmt.Errorf("iscsi: panic in a session worker: %v", r))
+			}
+			// Retire the task unless it already was, so that the
+			// session's teardown does not wait for it forever.
+			s.mu.Lock()
+			live := s.tasks[t.itt] == t
+			s.mu.Unlock()
+			if live {
+				t.abort(abortSilent)
+				func() {
+					defer func() {
+						if r := recover(); r != nil {
+							s.log.WithField("panic", r).Error("iscsi: panic retiring a task after a worker panic")
+						}
+					}()
+					s.finish(t)
+				}()
+			}
+		}
+	}()
+	if h := s.srv.workerHook; h != nil {
+		h(t.cmd.CDB)
+	}
+	s.execute(t)
+}
+
 func (q *scheduler) worker() {
 	s := q.s
 	timer := time.NewTimer(workerIdle)
@@ -314,7 +358,7 @@ func (q *scheduler) worker() {
 				return
 			}
 			s.mu.Unlock()
-			s.execute(t)
+			q.execute(t)
 			if !timer.Stop() {
 				select {
 				case <-timer.C:
