@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iscsi-target/iscsi-target/backstore/faulty"
 	"github.com/iscsi-target/iscsi-target/target"
+	"github.com/iscsi-target/iscsi-target/target/pdu"
 	"github.com/iscsi-target/iscsi-target/target/targettest"
 )
 
@@ -168,4 +170,48 @@ func TestWorkerPanicCostsOneConnection(t *testing.T) {
 	if n := len(tg.Server.Sessions()); n != 2 {
 		t.Errorf("%d sessions left, want 2 (the healthy one and the fresh one)", n)
 	}
+}
+
+// A panic in the goroutine that answers ABORT TASK once the aborted read
+// has drained costs that connection only.
+func TestTMFPanicCostsOneConnection(t *testing.T) {
+	tg, fd := startFaulty(t)
+	target.SetTMFHook(tg.Server, func() { panic("injected panic in a TMF response") })
+	c := login(t, tg, 1)
+	other := login(t, tg, 2)
+	tur(t, c)
+	tur(t, other)
+	fd.Inject(faulty.Rule{Ops: faulty.Read, Kind: faulty.Delay, Delay: time.Minute, Off: 1 << 20, Len: 1 << 20})
+	itt, sn := c.NextITT(), c.CmdSN
+	cmd := pdu.SCSICommand{Final: true, Read: true, Attr: pdu.AttrSimple, InitiatorTaskTag: itt,
+		ExpectedDataTransferLn: 4096, CmdSN: sn, ExpStatSN: c.ExpStatSN}
+	copy(cmd.CDB[:], cdbRead10(2048, 8))
+	c.CmdSN++
+	var h pdu.BHS
+	cmd.Marshal(&h)
+	if err := c.WritePDU(&h, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitInFlight(t, fd, 1)
+	req := pdu.TaskMgmtRequest{Immediate: true, Function: pdu.TMFAbortTask, InitiatorTaskTag: c.NextITT(),
+		ReferencedTaskTag: itt, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN, RefCmdSN: sn}
+	req.Marshal(&h)
+	if err := c.WritePDU(&h, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := c.Expect(pdu.OpTaskMgmtResponse); err == nil {
+		t.Error("the TMF response was sent despite the panic")
+	}
+	r, err := other.Command(cdbRead10(0, 8), nil, 4096, targettest.CommandOptions{})
+	if err != nil || r.Status != 0 {
+		t.Fatalf("other session after a TMF panic: %v %+v", err, r)
+	}
+	if !waitLog(tg, "panic sending a task management response") {
+		t.Errorf("log lacks the TMF panic:\n%s", tg.Log.String())
+	}
+	if p := tg.Server.Stats().Panics; p != 1 {
+		t.Errorf("Stats().Panics = %d, want 1", p)
+	}
+	waitInFlight(t, fd, 0)
 }

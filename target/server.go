@@ -268,6 +268,9 @@ type Server struct {
 	// called with each command's CDB on its worker ahead of execution,
 	// outside the device server's own recover.
 	workerHook func(cdb []byte)
+	// tmfHook, likewise, runs at the start of the goroutine that sends a
+	// task management response once the aborted tasks have drained.
+	tmfHook func()
 }
 
 // NewServer validates cfg and returns a server ready to Serve.

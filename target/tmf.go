@@ -1,6 +1,8 @@
 package target
 
 import (
+	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -105,7 +107,21 @@ func (c *conn) handleTaskMgmt() error {
 	if len(waits) == 0 {
 		finish()
 	} else {
-		go finish()
+		// The receiver goes on while the aborted tasks drain; a panic
+		// in this goroutine costs the connection, as in the receiver.
+		go func() {
+			defer func() {
+				if p := recover(); p != nil {
+					log.WithField("panic", p).Errorf("iscsi: panic sending a task management response\n%s", debug.Stack())
+					c.srv.stats.panics.Add(1)
+					c.close(fmt.Errorf("iscsi: panic: %v", p))
+				}
+			}()
+			if h := c.srv.tmfHook; h != nil {
+				h()
+			}
+			finish()
+		}()
 	}
 	return nil
 }
