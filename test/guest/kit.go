@@ -151,28 +151,34 @@ func PrepareKit(ctx context.Context, o KitOptions) (*Kit, error) {
 	if o.Busybox == "" {
 		o.Busybox = "/bin/busybox"
 	}
+	return underCacheLock(ctx, o, "kit", prepareLocked)
+}
+
+// underCacheLock runs prepare with o.CacheDir created and locked against
+// other processes. Stale package lists give 404s, so when prepare fails to
+// download as root it refreshes them once and tries again.
+func underCacheLock[T any](ctx context.Context, o KitOptions, what string, prepare func(context.Context, KitOptions) (T, error)) (T, error) {
+	var zero T
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
 	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("guest: kit cache: %w", err)
+		return zero, fmt.Errorf("guest: %s cache: %w", what, err)
 	}
 	unlock, err := lockFile(ctx, filepath.Join(o.CacheDir, ".lock"))
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	defer unlock()
-
-	k, err := prepareLocked(ctx, o)
+	v, err := prepare(ctx, o)
 	if err != nil && errors.Is(err, errDownload) && os.Geteuid() == 0 {
-		// Stale package lists give 404s; refresh them once.
 		o.Logf("guest: %v; running apt-get update and retrying", err)
 		if out, uerr := run(ctx, "", nil, "apt-get", "update", "-qq"); uerr != nil {
-			return nil, fmt.Errorf("guest: apt-get update: %v\n%s", uerr, out)
+			return zero, fmt.Errorf("guest: apt-get update: %v\n%s", uerr, out)
 		}
-		k, err = prepareLocked(ctx, o)
+		v, err = prepare(ctx, o)
 	}
-	return k, err
+	return v, err
 }
 
 var errDownload = errors.New("apt-get download failed")

@@ -127,26 +127,7 @@ func PrepareMariaDB(ctx context.Context, o KitOptions) (*MariaDB, error) {
 	if o.CacheDir == "" {
 		o.CacheDir = DefaultMariaDBCacheDir()
 	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
-	}
-	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("guest: mariadb cache: %w", err)
-	}
-	unlock, err := lockFile(ctx, filepath.Join(o.CacheDir, ".lock"))
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	m, err := prepareMariaDBLocked(ctx, o)
-	if err != nil && errors.Is(err, errDownload) && os.Geteuid() == 0 {
-		o.Logf("guest: %v; running apt-get update and retrying", err)
-		if out, uerr := run(ctx, "", nil, "apt-get", "update", "-qq"); uerr != nil {
-			return nil, fmt.Errorf("guest: apt-get update: %v\n%s", uerr, out)
-		}
-		m, err = prepareMariaDBLocked(ctx, o)
-	}
-	return m, err
+	return underCacheLock(ctx, o, "mariadb", prepareMariaDBLocked)
 }
 
 func prepareMariaDBLocked(ctx context.Context, o KitOptions) (*MariaDB, error) {
