@@ -340,20 +340,7 @@ func TestDaemonSystemdNotify(t *testing.T) {
 	cmd := exec.Command(bin, "serve", "--listen", portal, "--state-dir", state, "--iqn", "iqn.2026-11.test:notify",
 		"--lun", filepath.Join(state, "lun0.img")+",size=4MiB", "--metrics-listen", maddr)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", log.String())
-		}
-	}()
+	_, done := startProcess(t, cmd)
 	next := func(want string) string {
 		t.Helper()
 		select {
@@ -479,4 +466,27 @@ func TestDaemonMetricsCHAP(t *testing.T) {
 	if strings.Contains(body, secret) || strings.Contains(body, user) {
 		t.Error("the exposition contains CHAP credentials")
 	}
+}
+
+// startProcess starts cmd with its output collected in the returned buffer
+// and SIGKILL should the test process die; done receives cmd.Wait's result.
+// When the test ends the daemon is killed and, if the test failed, its
+// output logged.
+func startProcess(t *testing.T, cmd *exec.Cmd) (*bytes.Buffer, <-chan error) {
+	t.Helper()
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", log.String())
+		}
+	})
+	return &log, done
 }

@@ -146,20 +146,7 @@ func TestSystemdSyscallFilter(t *testing.T) {
 	// systemd's notification socket, with the watchdog on.
 	sock, notes := notifySocket(t)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", log.String())
-		}
-	}()
+	log, done := startProcess(t, cmd)
 	if err := harness.WaitListening(portal, 60*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
