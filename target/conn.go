@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -97,10 +96,7 @@ func (c *conn) serve() {
 	defer c.br.release()
 	defer func() {
 		if r := recover(); r != nil {
-			c.log.WithFields(logrus.Fields{"panic": r, "pdu": fmt.Sprintf("% x", c.hdr.BHS[:])}).
-				Errorf("iscsi: panic in connection receiver\n%s", debug.Stack())
-			c.srv.stats.panics.Add(1)
-			c.close(fmt.Errorf("iscsi: panic: %v", r))
+			c.srv.recovered(c.log.WithField("pdu", fmt.Sprintf("% x", c.hdr.BHS[:])), c, "iscsi: panic in connection receiver", r)
 			if c.sess != nil {
 				c.sess.connLost(c)
 			}

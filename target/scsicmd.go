@@ -2,7 +2,6 @@ package target
 
 import (
 	"fmt"
-	"runtime/debug"
 
 	"github.com/sirupsen/logrus"
 
@@ -407,9 +406,7 @@ func (s *session) execute(t *task) {
 func (s *session) run(t *task) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.WithFields(logrus.Fields{"panic": r, "itt": t.itt, "cdb": fmt.Sprintf("% x", t.cmd.CDB)}).
-				Errorf("iscsi: panic executing SCSI command\n%s", debug.Stack())
-			s.srv.stats.panics.Add(1)
+			s.srv.recovered(s.log.WithFields(logrus.Fields{"itt": t.itt, "cdb": fmt.Sprintf("% x", t.cmd.CDB)}), nil, "iscsi: panic executing SCSI command", r)
 			setInternalError(&t.cmd)
 		}
 	}()

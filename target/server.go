@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -271,6 +272,16 @@ type Server struct {
 	// tmfHook, likewise, runs at the start of the goroutine that sends a
 	// task management response once the aborted tasks have drained.
 	tmfHook func()
+}
+
+// recovered logs a recovered panic p with msg and the stack, counts it in
+// Stats().Panics, and closes c unless it is nil.
+func (s *Server) recovered(log *logrus.Entry, c *conn, msg string, p any) {
+	log.WithField("panic", p).Errorf("%s\n%s", msg, debug.Stack())
+	s.stats.panics.Add(1)
+	if c != nil {
+		c.close(fmt.Errorf("%s: %v", msg, p))
+	}
 }
 
 // NewServer validates cfg and returns a server ready to Serve.

@@ -3,7 +3,6 @@ package target
 import (
 	"context"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,12 +306,7 @@ func (q *scheduler) execute(t *task) {
 	s := q.s
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.WithFields(logrus.Fields{"panic": r, "itt": t.itt, "cdb": fmt.Sprintf("% x", t.cmd.CDB)}).
-				Errorf("iscsi: panic in a session worker\n%s", debug.Stack())
-			s.srv.stats.panics.Add(1)
-			if c := s.conn; c != nil {
-				c.close(fmt.Errorf("iscsi: panic in a session worker: %v", r))
-			}
+			s.srv.recovered(s.log.WithFields(logrus.Fields{"itt": t.itt, "cdb": fmt.Sprintf("% x", t.cmd.CDB)}), s.conn, "iscsi: panic in a session worker", r)
 			// Retire the task unless it already was, so that the
 			// session's teardown does not wait for it forever.
 			s.mu.Lock()

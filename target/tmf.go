@@ -1,8 +1,6 @@
 package target
 
 import (
-	"fmt"
-	"runtime/debug"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -112,9 +110,7 @@ func (c *conn) handleTaskMgmt() error {
 		go func() {
 			defer func() {
 				if p := recover(); p != nil {
-					log.WithField("panic", p).Errorf("iscsi: panic sending a task management response\n%s", debug.Stack())
-					c.srv.stats.panics.Add(1)
-					c.close(fmt.Errorf("iscsi: panic: %v", p))
+					c.srv.recovered(log, c, "iscsi: panic sending a task management response", p)
 				}
 			}()
 			if h := c.srv.tmfHook; h != nil {

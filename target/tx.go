@@ -3,9 +3,7 @@ package target
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -155,9 +153,7 @@ func (tx *transmitter) loop() {
 		// A panic here costs this connection only: the session ends as
 		// if the connection had dropped.
 		if r := recover(); r != nil {
-			c.log.WithField("panic", r).Errorf("iscsi: panic in connection transmitter\n%s", debug.Stack())
-			c.srv.stats.panics.Add(1)
-			c.close(fmt.Errorf("iscsi: panic: %v", r))
+			c.srv.recovered(c.log, c, "iscsi: panic in connection transmitter", r)
 			tx.drain()
 		}
 	}()
