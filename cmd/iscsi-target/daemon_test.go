@@ -87,13 +87,31 @@ func (td *testDaemon) setConfig(yaml string) {
 }
 
 func (td *testDaemon) login(initiator, iqn string) (*targettest.Client, error) {
+	return td.loginWith(initiator, targettest.LoginOptions{Target: iqn})
+}
+
+func (td *testDaemon) loginWith(initiator string, o targettest.LoginOptions) (*targettest.Client, error) {
 	c, err := targettest.Dial(td.addr)
 	if err != nil {
 		td.t.Fatal(err)
 	}
 	td.t.Cleanup(func() { c.Close() })
 	c.InitiatorName = initiator
-	return c, c.Login(targettest.LoginOptions{Target: iqn})
+	return c, c.Login(o)
+}
+
+// attach logs ini in to iqn and takes the power-on unit attention (29/00)
+// on each of luns.
+func (td *testDaemon) attach(iqn string, luns ...uint16) *targettest.Client {
+	td.t.Helper()
+	c, err := td.login(ini, iqn)
+	if err != nil {
+		td.t.Fatal(err)
+	}
+	for _, lun := range luns {
+		expectUA(td.t, c, lun, 0x29, 0x00)
+	}
+	return c
 }
 
 // cmd runs cdb on lun and returns status, ASC and ASCQ.
@@ -168,17 +186,8 @@ targets:
 
 func TestReloadKeepsUnaffectedSessions(t *testing.T) {
 	td := startDaemon(t, confV1)
-	a, err := td.login(ini, iqnA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expectUA(t, a, 0, 0x29, 0x00)
-	expectUA(t, a, 1, 0x29, 0x00)
-	b, err := td.login(ini, iqnB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expectUA(t, b, 0, 0x29, 0x00)
+	a := td.attach(iqnA, 0, 1)
+	b := td.attach(iqnB, 0)
 
 	td.setConfig(confV2)
 	res, err := td.d.reload()
@@ -215,11 +224,7 @@ func TestReloadKeepsUnaffectedSessions(t *testing.T) {
 
 func TestReloadRefusesBadFile(t *testing.T) {
 	td := startDaemon(t, confV1)
-	a, err := td.login(ini, iqnA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expectUA(t, a, 0, 0x29, 0x00)
+	a := td.attach(iqnA, 0)
 	for name, bad := range map[string]string{
 		"syntax":         "targets: [",
 		"unknown key":    strings.Replace(confV2, "max_sessions", "max_session", 1),
@@ -248,12 +253,7 @@ func TestReloadRefusesBadFile(t *testing.T) {
 
 func TestResizeRaisesCapacityChanged(t *testing.T) {
 	td := startDaemon(t, confV1)
-	a, err := td.login(ini, iqnA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expectUA(t, a, 0, 0x29, 0x00)
-	expectUA(t, a, 1, 0x29, 0x00)
+	a := td.attach(iqnA, 0, 1)
 	if _, _, err := td.d.resize(iqnA, 0, 1<<19); err == nil {
 		t.Fatal("shrinking was accepted")
 	}
@@ -281,13 +281,8 @@ func TestResizeRaisesCapacityChanged(t *testing.T) {
 }
 
 func (td *testDaemon) loginCHAP(initiator, iqn, user, secret string) error {
-	c, err := targettest.Dial(td.addr)
-	if err != nil {
-		td.t.Fatal(err)
-	}
-	td.t.Cleanup(func() { c.Close() })
-	c.InitiatorName = initiator
-	return c.Login(targettest.LoginOptions{Target: iqn, CHAP: &targettest.CHAP{User: user, Secret: secret}})
+	_, err := td.loginWith(initiator, targettest.LoginOptions{Target: iqn, CHAP: &targettest.CHAP{User: user, Secret: secret}})
+	return err
 }
 
 const confSecurity = `
@@ -373,11 +368,7 @@ func loginStatus(err error) uint16 {
 // the same file; the session sees it come back with the new options.
 func TestReloadChangesLUNOptions(t *testing.T) {
 	td := startDaemon(t, confV1)
-	a, err := td.login(ini, iqnA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expectUA(t, a, 0, 0x29, 0x00)
+	a := td.attach(iqnA, 0)
 	write := []byte{0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0}
 	if r, err := a.Command(write, make([]byte, 512), 0, targettest.CommandOptions{}); err != nil || r.Status != 0 {
 		t.Fatalf("write before: %v %+v", err, r)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/iscsi-target/iscsi-target/target"
 	"github.com/iscsi-target/iscsi-target/target/pdu"
 	"github.com/iscsi-target/iscsi-target/target/targettest"
 )
@@ -36,16 +37,24 @@ func runCLI(t *testing.T, args ...string) (string, int) {
 	return out.String(), code
 }
 
-func TestLeaseCommands(t *testing.T) {
-	tg := targettest.Start(t, targettest.Options{})
+// startTestAdmin serves srv's admin routes on a socket in a temporary
+// directory until the test ends and returns the socket's path.
+func startTestAdmin(t *testing.T, srv *target.Server) string {
+	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	sock := filepath.Join(t.TempDir(), "admin.sock")
-	a, err := startAdmin(sock, adminRoutes(tg.Server), logrus.NewEntry(log))
+	a, err := startAdmin(sock, adminRoutes(srv), logrus.NewEntry(log))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
+	t.Cleanup(func() { a.Close() })
+	return sock
+}
+
+func TestLeaseCommands(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{})
+	sock := startTestAdmin(t, tg.Server)
 
 	c, err := targettest.Dial(tg.Addr)
 	if err != nil {
@@ -103,14 +112,7 @@ func TestLeaseCommands(t *testing.T) {
 
 func TestLeaseAllowCommand(t *testing.T) {
 	tg := targettest.Start(t, targettest.Options{})
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	sock := filepath.Join(t.TempDir(), "admin.sock")
-	a, err := startAdmin(sock, adminRoutes(tg.Server), logrus.NewEntry(log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	sock := startTestAdmin(t, tg.Server)
 	login := func(isid byte) error {
 		c, err := targettest.Dial(tg.Addr)
 		if err != nil {
