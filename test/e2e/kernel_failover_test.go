@@ -20,10 +20,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -363,7 +360,7 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 	if recoveredAt != nil {
 		t.Logf("B: MariaDB up after crash recovery %.1fs after the freeze", recoveredAt.ModTime().Sub(frozenAt).Seconds())
 	}
-	sum1, err := fileSHA256(img)
+	sum1, err := guest.FileSHA256(img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +387,7 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 	acancel()
 	// Let A's kernel and iscsid go on trying a little longer.
 	time.Sleep(time.Duration(drillReplacement)*time.Second + 5*time.Second)
-	sum2, err := fileSHA256(img)
+	sum2, err := guest.FileSHA256(img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +424,7 @@ func TestKernelFailoverMariaDB(t *testing.T) {
 			}
 		}
 	}
-	sum3, err := fileSHA256(img)
+	sum3, err := guest.FileSHA256(img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -623,19 +620,6 @@ func lastInt(s []int) int {
 		return 0
 	}
 	return s[len(s)-1]
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // targetLogTime returns the time of the first logrus line of the target's

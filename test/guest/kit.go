@@ -193,7 +193,7 @@ func prepareLocked(ctx context.Context, o KitOptions) (*Kit, error) {
 		}
 		return nil, err
 	}
-	bbSum, err := fileSHA256(o.Busybox)
+	bbSum, err := FileSHA256(o.Busybox)
 	if err != nil {
 		return nil, fmt.Errorf("guest: busybox: %w", err)
 	}
@@ -695,7 +695,7 @@ func verifyFile(dir string, f manifestFile) error {
 		if !st.Mode().IsRegular() || st.Size() != f.Size {
 			return fmt.Errorf("kit: %s has size %d, want %d", f.Path, st.Size(), f.Size)
 		}
-		sum, err := fileSHA256(p)
+		sum, err := FileSHA256(p)
 		if err != nil {
 			return err
 		}
@@ -730,7 +730,7 @@ func listFiles(dir string) ([]manifestFile, error) {
 			if err != nil {
 				return err
 			}
-			sum, err := fileSHA256(p)
+			sum, err := FileSHA256(p)
 			if err != nil {
 				return err
 			}
@@ -826,7 +826,8 @@ func run(ctx context.Context, dir string, env []string, name string, args ...str
 	return buf.String(), err
 }
 
-func fileSHA256(p string) (string, error) {
+// FileSHA256 returns the hex SHA-256 of the file at p.
+func FileSHA256(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
