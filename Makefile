@@ -93,7 +93,8 @@ e2e:
 	@set -o pipefail; rc=0; \
 	E2E_PEERS=1 $(GO) test -race -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./test/e2e/... ./test/guest/... >out/e2e.log 2>&1 || rc=$$?; \
 	grep -E '^(--- |ok |FAIL|panic)' out/e2e.log; \
-	if [ $$rc -ne 0 ]; then echo "e2e failed; the last 150 lines of out/e2e.log:"; tail -150 out/e2e.log; fi; \
+	if [ $$rc -ne 0 ]; then echo "e2e failed; the last 40 lines of out/e2e.log:"; tail -40 out/e2e.log; \
+		echo "what the failing tests printed:"; awk -f test/failures.awk out/e2e.log; fi; \
 	exit $$rc
 
 # The libiscsi suite on our target, tgt 1.0.85 and gotgt v0.2.2, side by

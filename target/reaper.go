@@ -22,17 +22,22 @@ var errPeerClosed = errors.New("iscsi: initiator closed the connection")
 // run yet) end first, so that an initiator that drops one session and at
 // once uses another finds the I_T nexus loss processed (SAM-5 §6.3.4):
 // the reservation or the medium removal prevention of the lost nexus is
-// gone. libiscsi PreventAllow.ITNexusLoss and Sanitize.Reset do exactly
-// that.
+// gone. Sessions whose connection is already closed but whose nexus loss
+// is still being processed are waited for too. libiscsi
+// PreventAllow.ITNexusLoss and Sanitize.Reset do exactly that.
 func (s *Server) nexusReaper(n *Node) func() {
 	return func() {
-		var dead []*session
+		var dead, ending []*session
 		s.sessions.forNode(n, func(ss *session) {
-			if c := ss.conn; c != nil && !c.isClosed() && peerClosed(c.nc) {
+			switch c := ss.conn; {
+			case c == nil:
+			case c.isClosed():
+				ending = append(ending, ss) // closed, its nexus loss not yet processed
+			case peerClosed(c.nc):
 				dead = append(dead, ss)
 			}
 		})
-		if len(dead) == 0 {
+		if len(dead) == 0 && len(ending) == 0 {
 			return
 		}
 		timer := time.NewTimer(reapWait)
@@ -40,7 +45,7 @@ func (s *Server) nexusReaper(n *Node) func() {
 		for _, ss := range dead {
 			ss.conn.close(errPeerClosed)
 		}
-		for _, ss := range dead {
+		for _, ss := range append(dead, ending...) {
 			select {
 			case <-ss.ended:
 			case <-timer.C:

@@ -233,6 +233,15 @@ func (c *conn) handleLogout() error {
 	it.advance = true
 	if resp.Response == pdu.LogoutRespClosed {
 		it.closeErr = errLoggedOut
+		// The session (one connection, ERL 0) ends with this logout.
+		// Its nexus loss is processed before the response leaves, so
+		// an initiator that logs out and at once uses another session
+		// finds this one's reservations, medium removal prevention and
+		// lease nexus gone. The transmitter still sends the response.
+		s.connLost(c)
+		if !c.srv.isClosing() {
+			c.srv.leases.loggedOut(s)
+		}
 	}
 	resp.Marshal(&it.hdr)
 	c.tx.send(it)
@@ -244,9 +253,6 @@ func (c *conn) handleLogout() error {
 	case <-time.After(5 * time.Second):
 	}
 	s.log.Info("iscsi: logout")
-	if !c.srv.isClosing() {
-		c.srv.leases.loggedOut(s)
-	}
 	return errLoggedOut
 }
 

@@ -82,3 +82,41 @@ func TestPreemptAndAbort(t *testing.T) {
 	}
 	waitBuffersBack(t, tg)
 }
+
+// TestLogoutEndsNexusBeforeResponse: an initiator that logs out one
+// session and at once uses another finds the first nexus gone — its
+// RESERVE(6) released — by the time the Logout Response arrives (libiscsi
+// Sanitize.Reservations followed by Sanitize.Reset does exactly that).
+func TestLogoutEndsNexusBeforeResponse(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{})
+	b := login(t, tg, 2)
+	tur(t, b)
+	for i := 0; i < 40; i++ {
+		a := login(t, tg, 1)
+		tur(t, a)
+		r, err := a.Command([]byte{0x16, 0, 0, 0, 0, 0}, nil, 0, targettest.CommandOptions{}) // RESERVE(6)
+		if err != nil || r.Status != 0 {
+			t.Fatalf("round %d: RESERVE(6): %v status %#x", i, err, statusOf(r))
+		}
+		if _, err := a.Logout(); err != nil {
+			t.Fatalf("round %d: logout: %v", i, err)
+		}
+		r, err = b.Command(cdbWrite10(0, 1), make([]byte, 512), 0, targettest.CommandOptions{})
+		if err != nil {
+			t.Fatalf("round %d: WRITE(10): %v", i, err)
+		}
+		if r.Status != 0 {
+			k, asc, ascq := r.SenseKey()
+			t.Fatalf("round %d: WRITE(10) right after the reserving session logged out: status %#x sense %x/%02x/%02x, want GOOD",
+				i, r.Status, k, asc, ascq)
+		}
+		a.Close()
+	}
+}
+
+func statusOf(r *targettest.Result) byte {
+	if r == nil {
+		return 0xFF
+	}
+	return r.Status
+}
