@@ -55,6 +55,7 @@ func main() {
 		noMemory  bool
 		quiet     time.Duration
 		profile   int
+		oursBin   string
 	)
 	flag.IntVar(&cfg.Rounds, "rounds", envInt("BENCH_ROUNDS", 3), "rounds (medians are reported)")
 	flag.Float64Var(&cfg.Seconds, "seconds", envFloat("BENCH_SECONDS", 5), "approximate length of each measured run")
@@ -73,6 +74,7 @@ func main() {
 	flag.Float64Var(&cfg.NoiseLimit, "noise-limit", 0.15, "share of the machine other processes may use before a run is repeated")
 	flag.IntVar(&profile, "profile", 0, "instead of the table: CPU-profile an in-process target under this many 4 KiB random reads and then writes (QD32), writing cpu-4k.pprof and cpu-4k.txt")
 	flag.StringVar(&out, "out", "out/bench", "output directory for bench.md and bench.json")
+	flag.StringVar(&oursBin, "ours-bin", os.Getenv("BENCH_OURS_BIN"), "a prebuilt iscsi-target to measure as ours (default: built from this tree without -race)")
 	flag.Parse()
 	cfg.Targets = strings.Split(targets, ",")
 	if workloads != "" {
@@ -112,17 +114,25 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	dir, err := os.MkdirTemp("", "bench-build-")
-	if err != nil {
-		fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	cfg.OursBin = filepath.Join(dir, "iscsi-target")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", cfg.OursBin, "./cmd/iscsi-target")
-	build.Dir = harness.RepoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := build.CombinedOutput(); err != nil {
-		fatal(fmt.Errorf("build: %v\n%s", err, b))
+	if oursBin != "" {
+		abs, err := filepath.Abs(oursBin)
+		if err != nil {
+			fatal(err)
+		}
+		cfg.OursBin = abs
+	} else {
+		dir, err := os.MkdirTemp("", "bench-build-")
+		if err != nil {
+			fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		cfg.OursBin = filepath.Join(dir, "iscsi-target")
+		build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", cfg.OursBin, "./cmd/iscsi-target")
+		build.Dir = harness.RepoRoot()
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := build.CombinedOutput(); err != nil {
+			fatal(fmt.Errorf("build: %v\n%s", err, b))
+		}
 	}
 
 	rep, err := bench.Run(ctx, cfg)
