@@ -22,7 +22,18 @@ var (
 	ErrReadOnly    = errors.New("backstore: device is read-only")
 	ErrClosed      = errors.New("backstore: device is closed")
 	ErrUnsupported = errors.New("backstore: operation not supported by this device")
+	// ErrWouldBlock is returned by ReadAt under a NoWait context when the
+	// data is not at hand (not in the page cache) and reading it would
+	// wait for the medium. Nothing was read; the caller retries without
+	// NoWait where waiting is fine.
+	ErrWouldBlock = errors.New("backstore: the read would wait for the medium")
 )
+
+// NoWait is a context key. A context whose Value(NoWait{}) is not nil asks
+// ReadAt not to wait for the medium: a File then reads only what the page
+// cache holds (preadv2 RWF_NOWAIT) and returns ErrWouldBlock otherwise.
+// Devices that cannot tell (memory, test devices) ignore it.
+type NoWait struct{}
 
 // WriteFlags modify a single write.
 type WriteFlags uint8

@@ -69,6 +69,7 @@ type File struct {
 	chunk int64
 
 	noDSync     atomic.Bool             // pwritev2(RWF_DSYNC) unsupported: pwrite + fdatasync
+	noNoWait    atomic.Bool             // preadv2(RWF_NOWAIT) unsupported: NoWait reads always ErrWouldBlock
 	noZeroRange atomic.Bool             // ZERO_RANGE / BLKZEROOUT unsupported: write zeros
 	syncFailed  atomic.Pointer[opError] // first failed flush or FUA write, see File doc
 
@@ -80,7 +81,10 @@ type File struct {
 // internal/sysio; tests substitute some to inject errors and short
 // transfers. Each retries EINTR itself and returns a syscall.Errno.
 type fileOps struct {
-	pread       func(fd int, p []byte, off int64) (int, error)
+	pread func(fd int, p []byte, off int64) (int, error)
+	// preadNoWait reads only cached data (RWF_NOWAIT): EAGAIN when it
+	// would wait. nil when the File cannot (O_DIRECT).
+	preadNoWait func(fd int, p []byte, off int64) (int, error)
 	pwrite      func(fd int, p []byte, off int64) (int, error)
 	pwriteDSync func(fd int, p []byte, off int64) (int, error)
 	fdatasync   func(fd int) error
@@ -188,9 +192,26 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := f.checkAlign(opRead, p, off, n); err != nil {
 		return err
 	}
+	read := f.ops.pread
+	noWait := ctx.Value(NoWait{}) != nil
+	if noWait {
+		if f.ops.preadNoWait == nil || f.noNoWait.Load() {
+			return ErrWouldBlock
+		}
+		read = f.ops.preadNoWait
+	}
 	for done := 0; done < len(p); {
-		m, err := f.ops.pread(f.fd, p[done:], off+int64(done))
+		m, err := read(f.fd, p[done:], off+int64(done))
 		if err != nil {
+			if noWait {
+				switch err {
+				case syscall.EAGAIN:
+					return ErrWouldBlock
+				case syscall.EOPNOTSUPP, syscall.EINVAL, syscall.ENOSYS:
+					f.noNoWait.Store(true)
+					return ErrWouldBlock
+				}
+			}
 			return failAt(f.path, opRead, off, n, off+int64(done), err)
 		}
 		if m == 0 {

@@ -164,7 +164,7 @@ func (f *File) initRegular(pathSt *unix.Stat_t, opts FileOptions) error {
 	}
 
 	f.ops = fileOps{
-		pread: sysio.Pread, pwrite: sysio.Pwrite, pwriteDSync: sysio.PwriteDSync,
+		pread: sysio.Pread, preadNoWait: sysio.PreadNoWait, pwrite: sysio.Pwrite, pwriteDSync: sysio.PwriteDSync,
 		fdatasync: sysio.Fdatasync, unmap: sysio.PunchHole, zero: sysio.ZeroRange,
 		seekData: sysio.SeekData, seekHole: sysio.SeekHole, size: fileSize, close: unix.Close,
 	}
@@ -251,7 +251,7 @@ func (f *File) initBlock(pathSt *unix.Stat_t, opts FileOptions) error {
 	}
 
 	f.ops = fileOps{
-		pread: sysio.Pread, pwrite: sysio.Pwrite, pwriteDSync: sysio.PwriteDSync,
+		pread: sysio.Pread, preadNoWait: sysio.PreadNoWait, pwrite: sysio.Pwrite, pwriteDSync: sysio.PwriteDSync,
 		fdatasync: sysio.Fdatasync, unmap: sysio.Discard, zero: sysio.ZeroOut,
 		size: sysio.BlockDeviceSize, close: unix.Close,
 	}
@@ -295,6 +295,8 @@ func (f *File) initDirect(fallback uint32) error {
 	}
 	f.align, f.memAlign = int64(offAlign), uintptr(max(memAlign, 1))
 	f.info.IOAlignment = offAlign
+	// Without a page cache every read waits for the medium.
+	f.ops.preadNoWait = nil
 	if size := f.size.Load(); size >= int64(offAlign) {
 		buf := bufpool.Aligned(int(offAlign))
 		if _, err := sysio.Pread(f.fd, buf, 0); err != nil {

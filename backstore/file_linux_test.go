@@ -1,6 +1,7 @@
 package backstore_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -557,4 +558,64 @@ func TestRamfs(t *testing.T) {
 			return f
 		})
 	})
+}
+
+type noWaitCtx struct{ context.Context }
+
+func (noWaitCtx) Value(key any) any {
+	if _, ok := key.(backstore.NoWait); ok {
+		return true
+	}
+	return nil
+}
+
+// TestFileReadNoWait: under a NoWait context a File reads what the page
+// cache holds and returns ErrWouldBlock, reading nothing, for data it
+// would have to fetch from the disk; an O_DIRECT file always would.
+func TestFileReadNoWait(t *testing.T) {
+	f, path := mustOpenTemp(t, 1<<20, backstore.FileOptions{})
+	ctx := noWaitCtx{context.Background()}
+	want := make([]byte, 64<<10)
+	for i := range want {
+		want[i] = byte(i*13 + 1)
+	}
+	if err := f.WriteAt(context.Background(), want, 0, backstore.WriteFUA); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if err := f.ReadAt(ctx, got, 0); err != nil || string(got) != string(want) {
+		t.Fatalf("NoWait read of cached data: %v, same data %v", err, string(got) == string(want))
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	clear(got)
+	if err := f.ReadAt(ctx, got, 0); !errors.Is(err, backstore.ErrWouldBlock) {
+		t.Fatalf("NoWait read of data out of the page cache: %v, want ErrWouldBlock", err)
+	}
+	if err := f.ReadAt(context.Background(), got, 0); err != nil || string(got) != string(want) {
+		t.Fatalf("read after ErrWouldBlock: %v, same data %v", err, string(got) == string(want))
+	}
+	// The plain read brought the pages back.
+	if err := f.ReadAt(ctx, got, 0); err != nil {
+		t.Fatalf("NoWait read after the data came back: %v", err)
+	}
+
+	d, _, err := openTemp(t, "", 1<<20, backstore.FileOptions{Direct: true})
+	if errors.Is(err, backstore.ErrUnsupported) {
+		t.Logf("O_DIRECT part not run: the file system of %s refuses O_DIRECT: %v", os.TempDir(), err)
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := bufpool.Aligned(4096)
+	if err := d.ReadAt(ctx, buf, 0); !errors.Is(err, backstore.ErrWouldBlock) {
+		t.Fatalf("NoWait read on an O_DIRECT file: %v, want ErrWouldBlock", err)
+	}
 }

@@ -49,6 +49,10 @@ var (
 	descBufferBytes    = desc("data_buffer_bytes", "Data buffer memory in use.")
 	descBufferLimit    = desc("data_buffer_limit_bytes", "Size of the data buffer memory budget.")
 
+	descInlineCommands  = desc("inline_commands_total", "Commands run by the connection's receiver itself (the only command of its session, an ordinary read or write), without a hand-off to a worker.")
+	descInlineRequeued  = desc("inline_requeued_total", "Inline reads handed to a worker after all because their data was not in the page cache or no buffer memory was free.")
+	descInlineHandovers = desc("inline_handovers_total", "Receivers held up by an inline command for two watchdog ticks and replaced by a new receiver.")
+
 	descLeaseHeld      = desc("lease_held", "1 while an initiator holds the target's single-writer lease, else 0 (always 0 in shared access mode).", "target")
 	descLeaseAlive     = desc("lease_holder_alive", "1 while the lease holder has a live session, else 0.", "target")
 	descLeaseEpoch     = desc("lease_epoch", "Epoch of the target's single-writer lease; it grows with every new holder.", "target")
@@ -100,6 +104,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descCommands, descDuration, descReadBytes, descWrittenBytes, descErrors,
 		descConflicts, descPRRegs, descReserved, descBusy, descUnknownLUN, descCapacity, descConnsRefused, descSessRefused,
 		descBufferWaits, descBufferRefusals, descBufferBytes, descBufferLimit,
+		descInlineCommands, descInlineRequeued, descInlineHandovers,
 	} {
 		ch <- d
 	}
@@ -138,6 +143,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBufferLimit, float64(lim.DataBufferLimit))
 	counter(descPanics, st.Panics, "iscsi")
 	counter(descPanics, scsiPanics, "scsi")
+	counter(descInlineCommands, st.Inline.Commands)
+	counter(descInlineRequeued, st.Inline.Requeued)
+	counter(descInlineHandovers, st.Inline.Handovers)
 
 	for _, n := range st.Nodes {
 		gauge(descSessions, float64(n.Sessions), n.Name)

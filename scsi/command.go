@@ -170,6 +170,19 @@ type Command struct {
 // Done reports whether the command has completed (Status is final).
 func (c *Command) Done() bool { return c.done }
 
+// Quick reports, once Plan has left the command to execute, whether it is
+// an ordinary read or write (no FUA, write cache on) that is usually done
+// as soon as the backing store's page cache has answered. The transport
+// may run such a command on the goroutine that received it; it must still
+// cope with the rare one that blocks (target/inline.go).
+func (c *Command) Quick() bool {
+	st := &c.state
+	if c.done || st.op == nil || st.op.flags&flagQuick == 0 || st.blk.FUA {
+		return false
+	}
+	return st.op.flags&flagWrite == 0 || (st.lu != nil && st.lu.wce.Load())
+}
+
 // SenseData returns the sense bytes.
 func (c *Command) SenseData() []byte { return c.Sense[:c.SenseLen] }
 

@@ -396,6 +396,9 @@ func (lu *LU) isAligned(p []byte) bool {
 func (lu *LU) readBlocks(ctx context.Context, c *Command, p []byte, lba uint64) error {
 	if lu.isAligned(p) {
 		if err := lu.dev.ReadAt(ctx, p, int64(lba)<<lu.bsShift); err != nil {
+			if err == backstore.ErrWouldBlock {
+				return err // Execute leaves the command for a goroutine that may wait
+			}
 			return lu.ioError(c, err, ioRead, lba, true)
 		}
 		return nil
@@ -406,6 +409,9 @@ func (lu *LU) readBlocks(ctx context.Context, c *Command, p []byte, lba uint64) 
 		k := min(len(p)-done, len(*cp))
 		at := lba + uint64(done>>lu.bsShift)
 		if err := lu.dev.ReadAt(ctx, (*cp)[:k], int64(at)<<lu.bsShift); err != nil {
+			if err == backstore.ErrWouldBlock {
+				return err
+			}
 			return lu.ioError(c, err, ioRead, at, true)
 		}
 		done += copy(p[done:], (*cp)[:k])

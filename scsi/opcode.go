@@ -121,6 +121,9 @@ const (
 	// flagThin: the command exists only on thin provisioned LUs (SBC-4
 	// §4.7); elsewhere it is an invalid operation code.
 	flagThin
+	// flagQuick: an ordinary read or write, usually done as soon as the
+	// backing store's page cache has answered (Command.Quick).
+	flagQuick
 )
 
 type (
@@ -158,8 +161,8 @@ const saMask = 0x1F
 var sbcOps = [256]opEntry{
 	OpTestUnitReady: {usage: u(0x00, 0, 0, 0, 0, 0), flags: flagMedium, plan: planNoData},
 	OpRequestSense:  {usage: u(0x03, 0x01, 0, 0, 0xFF, 0), flags: flagNoUA | flagNoLU, plan: planRequestSense, exec: execRequestSense},
-	OpRead6:         {usage: u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), flags: flagMedium, plan: planRead, exec: execRead},
-	OpWrite6:        {usage: u(0x0A, 0x1F, 0xFF, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite, plan: planWrite, exec: execWrite},
+	OpRead6:         {usage: u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), flags: flagMedium | flagQuick, plan: planRead, exec: execRead},
+	OpWrite6:        {usage: u(0x0A, 0x1F, 0xFF, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite | flagQuick, plan: planWrite, exec: execWrite},
 	OpInquiry:       {usage: u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), flags: flagNoUA | flagNoLU, plan: planInquiry, exec: execInquiry},
 	OpModeSelect6:   {usage: u(0x15, 0x11, 0, 0, 0xFF, 0), plan: planModeSelect, exec: execModeSelect},
 	OpModeSense6:    {usage: u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), plan: planModeSense, exec: execModeSense},
@@ -167,8 +170,8 @@ var sbcOps = [256]opEntry{
 	OpPreventAllow:  {usage: u(0x1E, 0, 0, 0, 0x03, 0), plan: planPreventAllow, exec: execPreventAllow},
 
 	OpReadCapacity10:   {usage: u(0x25, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, 0), flags: flagMedium, plan: planReadCapacity10, exec: execReadCapacity10},
-	OpRead10:           {usage: u(0x28, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0), flags: flagMedium, plan: planRead, exec: execRead},
-	OpWrite10:          {usage: u(0x2A, 0xFA, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite, plan: planWrite, exec: execWrite},
+	OpRead10:           {usage: u(0x28, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0), flags: flagMedium | flagQuick, plan: planRead, exec: execRead},
+	OpWrite10:          {usage: u(0x2A, 0xFA, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite | flagQuick, plan: planWrite, exec: execWrite},
 	OpWriteAndVerify10: {usage: u(0x2E, 0xF6, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0), flags: flagMedium | flagWrite, plan: planWriteAndVerify, exec: execWriteAndVerify},
 	OpVerify10:         {usage: u(0x2F, 0xF6, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0), flags: flagMedium, plan: planVerify, exec: execVerify},
 	OpPreFetch10:       {usage: u(0x34, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0), flags: flagMedium, plan: planPreFetch},
@@ -198,9 +201,9 @@ var sbcOps = [256]opEntry{
 	OpPersistentReserveIn:  {sas: prinSAs},
 	OpPersistentReserveOut: {sas: proutSAs},
 
-	OpRead16:           {usage: u16(0x88, 0xFE, 0x3F), flags: flagMedium, plan: planRead, exec: execRead},
+	OpRead16:           {usage: u16(0x88, 0xFE, 0x3F), flags: flagMedium | flagQuick, plan: planRead, exec: execRead},
 	OpCompareAndWrite:  {usage: u(0x89, 0xFA, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0x3F, 0), flags: flagMedium | flagWrite, plan: planCompareAndWrite, exec: execCompareAndWrite},
-	OpWrite16:          {usage: u16(0x8A, 0xFA, 0x3F), flags: flagMedium | flagWrite, plan: planWrite, exec: execWrite},
+	OpWrite16:          {usage: u16(0x8A, 0xFA, 0x3F), flags: flagMedium | flagWrite | flagQuick, plan: planWrite, exec: execWrite},
 	OpORWrite16:        {usage: u16(0x8B, 0xFA, 0x3F), flags: flagMedium | flagWrite, plan: planORWrite, exec: execORWrite},
 	OpWriteAndVerify16: {usage: u16(0x8E, 0xF6, 0x3F), flags: flagMedium | flagWrite, plan: planWriteAndVerify, exec: execWriteAndVerify},
 	OpVerify16:         {usage: u16(0x8F, 0xF6, 0x3F), flags: flagMedium, plan: planVerify, exec: execVerify},
@@ -218,8 +221,8 @@ var sbcOps = [256]opEntry{
 		{usage: u(0xA3, SAReportSupportedOpcodes, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), plan: planRSOC, exec: execRSOC},
 		{usage: u(0xA3, SAReportSupportedTMFs, 0x80, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), plan: planRSTMF, exec: execRSTMF},
 	}},
-	OpRead12:           {usage: u12(0xA8, 0xFE), flags: flagMedium, plan: planRead, exec: execRead},
-	OpWrite12:          {usage: u12(0xAA, 0xFA), flags: flagMedium | flagWrite, plan: planWrite, exec: execWrite},
+	OpRead12:           {usage: u12(0xA8, 0xFE), flags: flagMedium | flagQuick, plan: planRead, exec: execRead},
+	OpWrite12:          {usage: u12(0xAA, 0xFA), flags: flagMedium | flagWrite | flagQuick, plan: planWrite, exec: execWrite},
 	OpWriteAndVerify12: {usage: u12(0xAE, 0xF6), flags: flagMedium | flagWrite, plan: planWriteAndVerify, exec: execWriteAndVerify},
 	OpVerify12:         {usage: u12(0xAF, 0xF6), flags: flagMedium, plan: planVerify, exec: execVerify},
 	OpReadDefectData12: {usage: u(0xB7, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), flags: flagMedium, plan: planReadDefectData, exec: execReadDefectData},

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/iscsi-target/iscsi-target/backstore"
 )
 
 // Router is the device server of one SCSI target: it routes commands to
@@ -185,6 +187,10 @@ var errPlanDone = errors.New("scsi: completed in plan")
 // Execute runs a planned command once its Data-Out (if any) is in
 // c.DataOut, or fills c.DataIn. It sets Status, Sense and, for Data-In
 // commands, the final XferLen. A cancelled ctx aborts the command.
+//
+// Under a backstore.NoWait context a Quick read whose data the backing
+// store does not hold at hand is left undone (Done reports false, nothing
+// is counted): the transport calls Execute again where it may wait.
 func (r *Router) Execute(ctx context.Context, c *Command) {
 	if c.done {
 		return
@@ -217,6 +223,9 @@ func (r *Router) Execute(ctx context.Context, c *Command) {
 		}
 	}
 	err := st.op.exec(ctx, st.lu, c)
+	if err == backstore.ErrWouldBlock {
+		return
+	}
 	if err == ErrMediumRemovalPrevented && ctx.Err() == nil && r.reap() {
 		err = st.op.exec(ctx, st.lu, c) // START STOP UNIT refused before changing anything
 	}

@@ -1,6 +1,7 @@
 package scsi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -226,5 +227,91 @@ func TestConcurrentCommands(t *testing.T) {
 	wg.Wait()
 	if e.r.Panics() != 0 {
 		t.Fatal("panics")
+	}
+}
+
+// TestQuick: after Plan, ordinary reads and writes are quick; FUA, a write
+// with the write cache off, other commands and commands already answered
+// in Plan are not.
+func TestQuick(t *testing.T) {
+	e := newEnv(t, nil).login()
+	plan := func(cdb []byte, length uint32) *Command {
+		c := &Command{Nexus: e.nx, LUN: EncodeLUN(0), CDB: cdb, ExpectedLength: length}
+		e.r.Plan(c)
+		return c
+	}
+	rw10 := func(op, flags byte) []byte { return []byte{op, flags, 0, 0, 0, 8, 0, 0, 1, 0} }
+	rw16 := func(op, flags byte) []byte { return []byte{op, flags, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0} }
+	cases := []struct {
+		name string
+		cdb  []byte
+		want bool
+	}{
+		{"READ(6)", []byte{0x08, 0, 0, 8, 1, 0}, true},
+		{"WRITE(6)", []byte{0x0A, 0, 0, 8, 1, 0}, true},
+		{"READ(10)", rw10(0x28, 0), true},
+		{"WRITE(10)", rw10(0x2A, 0), true},
+		{"READ(12)", []byte{0xA8, 0, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0}, true},
+		{"WRITE(16)", rw16(0x8A, 0), true},
+		{"READ(16) FUA", rw16(0x88, 0x08), false},
+		{"WRITE(10) FUA", rw10(0x2A, 0x08), false},
+		{"WRITE AND VERIFY(10)", rw10(0x2E, 0), false},
+		{"SYNCHRONIZE CACHE(10)", []byte{0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0}, false},
+		{"INQUIRY", []byte{0x12, 0, 0, 0, 96, 0}, false},
+		{"TEST UNIT READY (done in Plan)", []byte{0, 0, 0, 0, 0, 0}, false},
+		{"READ(10) beyond capacity (done in Plan)", []byte{0x28, 0, 0xFF, 0xFF, 0xFF, 0, 0, 0, 1, 0}, false},
+	}
+	for _, tc := range cases {
+		if got := plan(tc.cdb, 512).Quick(); got != tc.want {
+			t.Errorf("%s: Quick() = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	e.lu.wce.Store(false)
+	if plan(rw10(0x2A, 0), 512).Quick() {
+		t.Error("WRITE(10) with the write cache off: Quick() = true, want false (it is written through)")
+	}
+	if !plan(rw10(0x28, 0), 512).Quick() {
+		t.Error("READ(10) with the write cache off: Quick() = false, want true")
+	}
+}
+
+// TestExecuteWouldBlock: a read the backing store cannot do without
+// waiting (backstore.ErrWouldBlock under a NoWait context) is left undone
+// and uncounted; executed again it completes.
+func TestExecuteWouldBlock(t *testing.T) {
+	e := newEnv(t, nil).login()
+	data := bytes.Repeat([]byte{0x5A}, 512)
+	if c := e.run([]byte{0x2A, 0, 0, 0, 0, 4, 0, 0, 1, 0}, data, 0); c.Status != StatusGood {
+		t.Fatalf("WRITE(10): %v", c.Status)
+	}
+	commands := func() uint64 {
+		var n uint64
+		for _, c := range e.r.Stats().LUs[0].Classes {
+			n += c.Commands
+		}
+		return n
+	}
+	before := commands()
+	c := &Command{Nexus: e.nx, LUN: EncodeLUN(0), CDB: []byte{0x28, 0, 0, 0, 0, 4, 0, 0, 1, 0}, ExpectedLength: 512}
+	e.r.Plan(c)
+	if c.Done() || !c.Quick() {
+		t.Fatalf("READ(10) after Plan: done %v quick %v, want a quick command to execute", c.Done(), c.Quick())
+	}
+	c.DataIn = make([]byte, 512)
+	e.dev.readErr = backstore.ErrWouldBlock
+	e.r.Execute(context.Background(), c)
+	if c.Done() {
+		t.Fatalf("Execute finished a read the device would have waited for: status %v", c.Status)
+	}
+	if n := commands() - before; n != 0 {
+		t.Fatalf("a read left undone was counted: %d commands", n)
+	}
+	e.dev.readErr = nil
+	e.r.Execute(context.Background(), c)
+	if !c.Done() || c.Status != StatusGood || !bytes.Equal(c.DataIn, data) {
+		t.Fatalf("second Execute: done %v status %v, same data %v", c.Done(), c.Status, bytes.Equal(c.DataIn, data))
+	}
+	if n := commands() - before; n != 1 {
+		t.Fatalf("%d commands counted after the read completed, want 1", n)
 	}
 }

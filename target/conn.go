@@ -46,6 +46,8 @@ type conn struct {
 
 	tx *transmitter
 
+	inl inlineState // inline execution (inline.go)
+
 	lastRx   atomic.Int64 // unix nanoseconds of the last PDU received
 	inFFP    atomic.Bool
 	closeMu  sync.Mutex
@@ -91,9 +93,20 @@ func tuneSocket(nc net.Conn, userTimeout time.Duration) {
 
 // serve runs the connection until it ends. A panic caused by this peer's
 // input costs this connection only.
-func (c *conn) serve() {
-	defer c.srv.forgetConn(c)
-	defer c.br.release()
+func (c *conn) serve() { c.run(true) }
+
+// run is the connection's receiver: the login (first) and then the full
+// feature phase until the connection ends. When the inline watchdog hands
+// the receiver role to a new goroutine (inline.go), the old one returns
+// without ending anything: the new one, started with run(false), does.
+func (c *conn) run(first bool) {
+	mine := true
+	defer func() {
+		if mine {
+			c.br.release()
+			c.srv.forgetConn(c)
+		}
+	}()
 	defer func() {
 		if r := recover(); r != nil {
 			c.srv.recovered(c.log.WithField("pdu", fmt.Sprintf("% x", c.hdr.BHS[:])), c, "iscsi: panic in connection receiver", r)
@@ -105,13 +118,19 @@ func (c *conn) serve() {
 			}
 		}
 	}()
-	if err := c.login(); err != nil {
-		c.loginEnded(err)
-		c.logEnd(err, "login ended")
-		c.close(err)
-		return
+	if first {
+		if err := c.login(); err != nil {
+			c.loginEnded(err)
+			c.logEnd(err, "login ended")
+			c.close(err)
+			return
+		}
 	}
 	err := c.receive()
+	if errors.Is(err, errHandedOver) {
+		mine = false
+		return
+	}
 	c.logEnd(err, "connection ended")
 	c.close(err)
 	c.sess.connLost(c)

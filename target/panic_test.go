@@ -71,7 +71,11 @@ func TestPanicCostsOneConnection(t *testing.T) {
 
 	healthy := login(t, tg, 1)
 	tur(t, healthy)
-	for i, m := range []int32{panicOnRead, panicOnWrite} {
+	// A TEST UNIT READY's status is written by the goroutine that
+	// finished it (a direct write); the R2T of a write larger than
+	// FirstBurstLength goes through the transmitter's loop.
+	loopWrite := cdbWrite10(0, 256) // 128 KiB
+	for i, m := range []int32{panicOnRead, panicOnWrite, panicOnWrite} {
 		victim, err := targettest.Dial(ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
@@ -85,8 +89,13 @@ func TestPanicCostsOneConnection(t *testing.T) {
 		// The victim's next command makes its connection panic; the
 		// victim sees the connection end, not an answer.
 		_ = victim.Conn.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := victim.Command(cdbTUR, nil, 0, targettest.CommandOptions{}); err == nil {
-			t.Errorf("mode %d: the panicking connection answered", m)
+		if i < 2 {
+			_, err = victim.Command(cdbTUR, nil, 0, targettest.CommandOptions{})
+		} else {
+			_, err = victim.Command(loopWrite, make([]byte, 128<<10), 0, targettest.CommandOptions{})
+		}
+		if err == nil {
+			t.Errorf("round %d: the panicking connection answered", i)
 		}
 		victim.Close()
 		mode.Store(panicNone)
@@ -98,24 +107,25 @@ func TestPanicCostsOneConnection(t *testing.T) {
 		fresh := login(t, tg, byte(20+i))
 		tur(t, fresh)
 	}
-	for _, want := range []string{"panic in connection receiver", "panic in connection transmitter", "injected panic in Read", "injected panic in Write"} {
+	for _, want := range []string{"panic in connection receiver", "panic in connection transmitter", "injected panic in Read", "injected panic in Write",
+		"(*transmitter).writeDirect", "(*transmitter).loop"} {
 		if !waitLog(tg, want) {
 			t.Errorf("log lacks %q", want)
 		}
 	}
-	if p := tg.Server.Stats().Panics; p != 2 {
-		t.Errorf("Stats().Panics = %d, want 2 (one receiver, one transmitter)", p)
+	if p := tg.Server.Stats().Panics; p != 3 {
+		t.Errorf("Stats().Panics = %d, want 3 (one receiver, two transmitter: direct and loop)", p)
 	}
 	if !strings.Contains(tg.Log.String(), "pdu=") {
 		t.Error("the receiver's panic log does not carry the PDU header")
 	}
 	// The victims' sessions end as their connections are torn down.
 	deadline := time.Now().Add(5 * time.Second)
-	for len(tg.Server.Sessions()) != 3 && time.Now().Before(deadline) {
+	for len(tg.Server.Sessions()) != 4 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := len(tg.Server.Sessions()); n != 3 {
-		t.Errorf("%d sessions left, want 3 (the healthy one and two fresh ones)", n)
+	if n := len(tg.Server.Sessions()); n != 4 {
+		t.Errorf("%d sessions left, want 4 (the healthy one and three fresh ones)", n)
 	}
 }
 

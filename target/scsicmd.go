@@ -138,8 +138,7 @@ func (c *conn) handleSCSICommand() error {
 			return err
 		}
 	}
-	c.progress(t)
-	return nil
+	return c.progress(t)
 }
 
 // waitBudget waits for n bytes of the data budget for write t, unless
@@ -174,31 +173,39 @@ func (c *conn) readSegment(dst []byte, n int) error {
 
 // progress advances a task's data transfer after each change (receiver
 // only): it issues R2Ts for data not yet solicited and, once all data is
-// in, hands the task to the scheduler or answers it.
-func (c *conn) progress(t *task) {
+// in, hands the task to the scheduler, runs it inline, or answers it. It
+// returns errHandedOver when the receiver role moved to another goroutine
+// meanwhile (inline.go).
+func (c *conn) progress(t *task) error {
 	if t.unsolOpen || t.r2tActive > 0 {
-		return
+		return nil
 	}
 	s := c.sess
 	if t.complete {
 		// Planned to completion (an error found before data moved): the
 		// unsolicited data has been absorbed, answer now.
-		s.finish(t)
-		return
+		return c.runInline(t)
 	}
 	if t.nextR2TOff < t.unsolRecv {
 		t.nextR2TOff = min(t.unsolRecv, t.want)
 	}
 	if t.nextR2TOff < t.want {
 		c.issueR2Ts(t)
-		return
+		return nil
 	}
 	t.cmd.DataOut = t.data[:t.want]
 	s.mu.Lock()
 	if t.state == stateCollecting {
+		s.sched.inlineOK = true
 		s.sched.markReady(t)
+		s.sched.inlineOK = false
 	}
 	s.mu.Unlock()
+	if t.inline {
+		t.inline = false
+		return c.runInline(t)
+	}
+	return nil
 }
 
 // issueR2Ts solicits the rest of a task's data, keeping at most
@@ -281,8 +288,7 @@ func (c *conn) handleDataOut() error {
 		if d.Final {
 			t.unsolOpen = false
 		}
-		c.progress(t)
-		return nil
+		return c.progress(t)
 	}
 	var r *r2tSeq
 	for i := range t.r2ts {
@@ -326,7 +332,7 @@ func (c *conn) handleDataOut() error {
 		if !t.complete && t.nextR2TOff < t.want && !t.unsolOpen {
 			c.issueR2Ts(t)
 		}
-		c.progress(t)
+		return c.progress(t)
 	}
 	return nil
 }
@@ -378,17 +384,27 @@ func (c *conn) storeData(t *task, off, n uint32) error {
 	return err
 }
 
-// execute runs one task on a worker and answers it.
-func (s *session) execute(t *task) {
+// execute runs one task and answers it, on a worker or (inline) on the
+// receiver. The receiver neither waits for buffer memory nor lets a read
+// wait for the medium: such a task goes to a worker instead.
+func (s *session) execute(t *task, inline bool) {
 	if t.aborted.Load() == notAborted {
 		cmd := &t.cmd
-		if cmd.Dir == scsi.DirIn {
+		if cmd.Dir == scsi.DirIn && t.buf == nil {
 			if n := min(t.edtl, cmd.XferLen); n > 0 {
 				charge := int64(bufpool.ClassSize(int(n)))
-				if !s.srv.budget.try(charge) && !s.srv.budget.acquire(charge, t.Done()) {
-					// Aborted while waiting for buffer memory.
-					s.finish(t)
-					return
+				if !s.srv.budget.try(charge) {
+					if inline {
+						t.noWait = false
+						s.conn.inl.requeued.Add(1)
+						s.sched.requeue(t)
+						return
+					}
+					if !s.srv.budget.acquire(charge, t.Done()) {
+						// Aborted while waiting for buffer memory.
+						s.finish(t, true)
+						return
+					}
 				}
 				t.charge = charge
 				t.buf = s.srv.bufs.Get(int(n))
@@ -397,8 +413,15 @@ func (s *session) execute(t *task) {
 			}
 		}
 		s.run(t)
+		if !cmd.Done() {
+			// A NoWait read found its data out of the page cache.
+			t.noWait = false
+			s.conn.inl.requeued.Add(1)
+			s.sched.requeue(t)
+			return
+		}
 	}
-	s.finish(t)
+	s.finish(t, true)
 }
 
 // run calls the device server, turning a panic into HARDWARE ERROR for
@@ -427,8 +450,10 @@ func setInternalError(cmd *scsi.Command) {
 }
 
 // finish retires a task from the task set and sends its response, or drops
-// it when it was aborted without a report.
-func (s *session) finish(t *task) {
+// it when it was aborted without a report. direct: the caller may write
+// the response itself (a worker, or the receiver under the inline
+// watchdog).
+func (s *session) finish(t *task, direct bool) {
 	s.mu.Lock()
 	if s.tasks[t.itt] == t {
 		delete(s.tasks, t.itt)
@@ -447,7 +472,7 @@ func (s *session) finish(t *task) {
 		t.cmd.SenseLen = 0
 		t.cmd.XferLen = 0
 	}
-	s.conn.tx.sendTask(t)
+	s.conn.tx.sendTask(t, direct)
 }
 
 // drop frees a task that gets no response.

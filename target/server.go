@@ -257,6 +257,7 @@ type Server struct {
 	tasks    sync.Pool
 	stats    serverStats // counters for Stats (stats.go)
 	budget   *budget
+	watch    inlineWatch // inline.go
 
 	// Logins refused by Node.MaxSessions.
 	refusedSessions atomic.Uint64
@@ -429,6 +430,9 @@ func (s *Server) newConn(nc net.Conn) *conn {
 }
 
 func (s *Server) forgetConn(c *conn) {
+	if c.inl.joined {
+		s.watch.leave(c)
+	}
 	s.mu.Lock()
 	delete(s.conns, c)
 	if s.perSource[c.source]--; s.perSource[c.source] <= 0 {

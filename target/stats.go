@@ -129,8 +129,24 @@ type Stats struct {
 	Closing bool
 	// Limits counts what the resource limits refused or delayed.
 	Limits LimitStats
+	// Inline counts commands run by their connection's receiver
+	// (inline.go).
+	Inline InlineStats
 	// Nodes has one entry per configured target, in configuration order.
 	Nodes []NodeStats
+}
+
+// InlineStats counts inline execution (inline.go).
+type InlineStats struct {
+	// Commands run (or, when complete at planning, answered) by the
+	// receiver that read them.
+	Commands uint64
+	// Requeued: inline reads whose data was not in the page cache (or
+	// that found no free buffer memory), handed to a worker.
+	Requeued uint64
+	// Handovers: receivers held up by an inline command for two watchdog
+	// ticks, replaced by a new receiver goroutine.
+	Handovers uint64
 }
 
 // NodeStats is the snapshot of one target node.
@@ -168,7 +184,7 @@ type NodeStats struct {
 // systemd watchdog relies on that).
 func (s *Server) Stats() Stats {
 	st := Stats{ConnectionsAccepted: s.stats.accepted.Load(), CHAPFailures: s.stats.chapFailures.Load(),
-		Panics: s.stats.panics.Load(), Limits: s.LimitStats(), Auth: s.AuthStats()}
+		Panics: s.stats.panics.Load(), Limits: s.LimitStats(), Auth: s.AuthStats(), Inline: s.watch.stats()}
 	for i := range st.Logins {
 		st.Logins[i] = s.stats.logins[i].Load()
 	}

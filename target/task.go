@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/iscsi-target/iscsi-target/backstore"
 	"github.com/iscsi-target/iscsi-target/scsi"
 )
 
@@ -76,6 +77,10 @@ type task struct {
 	r2ts        [maxR2TPerTask]r2tSeq
 	r2tActive   int
 	complete    bool // Plan already set the final status (no execution)
+	// inline: the receiver runs the task itself (inline.go); noWait: its
+	// reads must not wait for the medium (backstore.NoWait).
+	inline bool
+	noWait bool
 
 	state      taskState
 	ready      bool // data complete
@@ -120,8 +125,14 @@ func (t *task) Err() error {
 	return nil
 }
 
-// Value implements context.Context.
-func (t *task) Value(any) any { return nil }
+// Value implements context.Context: backstore.NoWait while the task runs
+// on its connection's receiver.
+func (t *task) Value(key any) any {
+	if _, ok := key.(backstore.NoWait); ok && t.noWait {
+		return true
+	}
+	return nil
+}
 
 // abort marks the task aborted with the given disposition; the first
 // disposition wins.
@@ -178,6 +189,7 @@ type scheduler struct {
 	pending     int // tasks sent to work and not yet taken by a worker
 	maxWorkers  int
 	stopped     bool
+	inlineOK    bool // the receiver would run the task it is starting
 }
 
 // workerIdle is how long an idle worker waits before it exits, so idle
@@ -238,14 +250,42 @@ func (q *scheduler) startEligible() {
 	}
 }
 
-// start hands t to a worker; the caller holds s.mu. The work channel has
-// room for every task that can be in flight, so this never blocks.
+// start hands t to a worker, or marks it for the receiver to run (inline)
+// when the receiver offered (inlineOK), t is the only task of the set and
+// an ordinary read or write; the caller holds s.mu.
 func (q *scheduler) start(t *task) {
 	if q.stopped {
 		// The session is ending: its cleanup retires every task.
 		return
 	}
 	t.state = stateRunning
+	if q.inlineOK && q.head == t && t.next == nil && t.cmd.Quick() {
+		t.inline = true
+		return
+	}
+	q.dispatch(t)
+}
+
+// requeue hands a task the receiver could not finish without waiting to
+// a worker.
+func (q *scheduler) requeue(t *task) {
+	q.s.mu.Lock()
+	if !q.stopped {
+		q.dispatch(t)
+		q.s.mu.Unlock()
+		return
+	}
+	q.s.mu.Unlock()
+	// Cannot happen while t runs (the session's cleanup waits for it
+	// before it stops the scheduler); answer nothing rather than hang.
+	t.abort(abortSilent)
+	q.s.finish(t, false)
+}
+
+// dispatch sends a running task to the workers; the caller holds s.mu.
+// The work channel has room for every task that can be in flight, so this
+// never blocks.
+func (q *scheduler) dispatch(t *task) {
 	q.work <- t
 	q.pending++
 	// A worker that has taken a task from the channel but not yet
@@ -303,6 +343,11 @@ func (q *scheduler) stop() {
 // dropped connection), retires the task without a response, and the
 // worker goes on serving.
 func (q *scheduler) execute(t *task) {
+	q.executeOn(t, false)
+}
+
+// executeOn is execute on a worker (inline false) or on the receiver.
+func (q *scheduler) executeOn(t *task, inline bool) {
 	s := q.s
 	defer func() {
 		if r := recover(); r != nil {
@@ -320,7 +365,7 @@ func (q *scheduler) execute(t *task) {
 							s.log.WithField("panic", r).Error("iscsi: panic retiring a task after a worker panic")
 						}
 					}()
-					s.finish(t)
+					s.finish(t, false)
 				}()
 			}
 		}
@@ -328,13 +373,17 @@ func (q *scheduler) execute(t *task) {
 	if h := s.srv.workerHook; h != nil {
 		h(t.cmd.CDB)
 	}
-	s.execute(t)
+	s.execute(t, inline)
 }
 
+// A ticker, not a timer reset after every task: re-arming a runtime timer
+// per command can wake an idle thread each time. A worker exits after one
+// to two workerIdle periods without a task.
 func (q *scheduler) worker() {
 	s := q.s
-	timer := time.NewTimer(workerIdle)
-	defer timer.Stop()
+	tick := time.NewTicker(workerIdle)
+	defer tick.Stop()
+	busy := false
 	for {
 		s.mu.Lock()
 		q.idle++
@@ -353,23 +402,17 @@ func (q *scheduler) worker() {
 			}
 			s.mu.Unlock()
 			q.execute(t)
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			timer.Reset(workerIdle)
-		case <-timer.C:
+			busy = true
+		case <-tick.C:
 			s.mu.Lock()
 			q.idle--
-			if len(q.work) == 0 {
+			if !busy && len(q.work) == 0 {
 				q.workers--
 				s.mu.Unlock()
 				return
 			}
 			s.mu.Unlock()
-			timer.Reset(workerIdle)
+			busy = false
 		}
 	}
 }

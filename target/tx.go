@@ -11,11 +11,18 @@ import (
 	"github.com/iscsi-target/iscsi-target/target/pdu"
 )
 
-// The transmitter is the only writer of a connection in full feature phase.
-// It assigns StatSN in send order (RFC 7143 §4.2.2.2), stamps ExpCmdSN and
-// MaxCmdSN at send time, splits Data-In by the initiator's
-// MaxRecvDataSegmentLength and MaxBurstLength, batches whatever is queued
-// into one writev, and sends NOP-In pings when the initiator is silent.
+// The transmitter writes a connection in full feature phase. It assigns
+// StatSN in send order (RFC 7143 §4.2.2.2), stamps ExpCmdSN and MaxCmdSN
+// at send time, splits Data-In by the initiator's MaxRecvDataSegmentLength
+// and MaxBurstLength, batches whatever is queued into one writev, and sends
+// NOP-In pings when the initiator is silent.
+//
+// One writer at a time holds the batch and the scratch (writing): usually
+// the transmitter's loop, but a goroutine that finishes a command while
+// nothing is queued or being written writes the response itself (direct),
+// which saves waking the loop's goroutine for every command at low queue
+// depth. Only goroutines that may block on the socket do so: workers, and
+// the receiver while the inline watchdog covers it (inline.go).
 
 type txKind uint8
 
@@ -48,6 +55,7 @@ type transmitter struct {
 	mu      sync.Mutex
 	pending []txItem
 	stopped bool // the loop has exited: senders drop instead of queueing
+	writing bool // a writer (the loop or a direct sender) owns batch and scratch
 	limit   int
 	waiters int           // senders waiting for space
 	wake    chan struct{} // cap 1: pending became non-empty
@@ -68,7 +76,14 @@ type transmitter struct {
 
 	pingTTT uint32
 	pingAt  int64
+	// deadlineAt is when the write deadline was last pushed out; it is
+	// renewed at most every deadlineRenew (writer only).
+	deadlineAt time.Time
 }
+
+// deadlineRenew is how often the write deadline is pushed out. Setting it
+// on every write would re-arm a runtime timer per command.
+const deadlineRenew = 5 * time.Second
 
 func newTransmitter(c *conn, statSN uint32) *transmitter {
 	w := int(c.srv.cfg.CmdWindow)
@@ -89,8 +104,9 @@ func (tx *transmitter) wait() { <-tx.done }
 
 // enqueue appends it to the queue, waiting while the queue is at its
 // limit; it reports false (and queues nothing) once the connection is
-// closed.
-func (tx *transmitter) enqueue(it txItem) bool {
+// closed. With direct set and nothing queued or being written, the caller
+// writes it at once instead.
+func (tx *transmitter) enqueue(it txItem, direct bool) bool {
 	tx.mu.Lock()
 	for !tx.stopped && len(tx.pending) >= tx.limit {
 		tx.waiters++
@@ -109,6 +125,12 @@ func (tx *transmitter) enqueue(it txItem) bool {
 		tx.mu.Unlock()
 		return false
 	}
+	if direct && !tx.writing && len(tx.pending) == 0 {
+		tx.writing = true
+		tx.mu.Unlock()
+		tx.writeDirect(it)
+		return true
+	}
 	tx.pending = append(tx.pending, it)
 	first := len(tx.pending) == 1
 	tx.mu.Unlock()
@@ -122,19 +144,69 @@ func (tx *transmitter) enqueue(it txItem) bool {
 }
 
 // send queues a PDU; it gives up when the connection closes.
-func (tx *transmitter) send(it txItem) { tx.enqueue(it) }
+func (tx *transmitter) send(it txItem) { tx.enqueue(it, false) }
 
-// sendTask queues a task's response. If the connection is gone the task is
-// freed here.
-func (tx *transmitter) sendTask(t *task) {
-	if !tx.enqueue(txItem{kind: txTask, task: t}) {
+// sendTask sends a task's response, written by the caller when direct is
+// set and the transmitter is idle, else queued. If the connection is gone
+// the task is freed here.
+func (tx *transmitter) sendTask(t *task, direct bool) {
+	if !tx.enqueue(txItem{kind: txTask, task: t}, direct) {
 		t.sess.drop(t)
 	}
 }
 
-// take moves the queued items into tx.batch.
-func (tx *transmitter) take() {
+// writeDirect writes one item on the caller's goroutine; the caller has
+// set tx.writing. A write error closes the connection (the loop then
+// drains the queue). A panic costs the connection, as in the loop.
+func (tx *transmitter) writeDirect(it txItem) {
+	defer func() {
+		if r := recover(); r != nil {
+			tx.c.srv.recovered(tx.c.log, tx.c, "iscsi: panic in connection transmitter", r)
+			for _, b := range tx.batch {
+				if b.kind == txTask && b.task != nil {
+					b.task.sess.drop(b.task)
+				}
+			}
+			tx.batch = tx.batch[:0]
+			tx.doneWriting()
+		}
+	}()
+	tx.batch = append(tx.batch[:0], it)
+	if err := tx.write(); err != nil {
+		tx.c.close(err)
+	}
+	tx.doneWriting()
+}
+
+// doneWriting gives up the batch and wakes the loop when items were
+// queued meanwhile.
+func (tx *transmitter) doneWriting() {
 	tx.mu.Lock()
+	tx.writing = false
+	more := len(tx.pending) > 0
+	tx.mu.Unlock()
+	if more {
+		tx.poke()
+	}
+}
+
+func (tx *transmitter) poke() {
+	select {
+	case tx.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take moves the queued items into tx.batch and makes the loop the
+// writer; it reports false when there is nothing to take or another
+// writer is busy (that writer wakes the loop when it is done).
+func (tx *transmitter) take() bool {
+	tx.mu.Lock()
+	if tx.writing || len(tx.pending) == 0 {
+		tx.mu.Unlock()
+		return false
+	}
+	tx.writing = true
 	tx.batch, tx.pending = tx.pending, tx.batch[:0]
 	w := tx.waiters
 	tx.mu.Unlock()
@@ -144,17 +216,19 @@ func (tx *transmitter) take() {
 		default:
 		}
 	}
+	return true
 }
 
 func (tx *transmitter) loop() {
 	c := tx.c
 	defer close(tx.done)
+	writer := false // the loop holds tx.writing
 	defer func() {
 		// A panic here costs this connection only: the session ends as
 		// if the connection had dropped.
 		if r := recover(); r != nil {
 			c.srv.recovered(c.log, c, "iscsi: panic in connection transmitter", r)
-			tx.drain()
+			tx.drain(writer)
 		}
 	}()
 	var tick <-chan time.Time
@@ -170,38 +244,44 @@ func (tx *transmitter) loop() {
 	for {
 		select {
 		case <-tx.wake:
-			tx.take()
-			if len(tx.batch) == 0 {
+			if !tx.take() {
 				continue
 			}
-			if err := tx.write(); err != nil {
+			writer = true
+			err := tx.write()
+			writer = false
+			if err != nil {
 				c.close(err)
-				tx.drain()
+				tx.drain(true)
 				return
 			}
+			tx.doneWriting()
 		case <-tick:
 			if err := tx.ping(); err != nil {
 				c.log.WithError(err).Warn("iscsi: initiator unresponsive; closing connection")
 				c.close(err)
-				tx.drain()
+				tx.drain(false)
 				return
 			}
 		case <-c.closed:
-			tx.drain()
+			tx.drain(false)
 			return
 		}
 	}
 }
 
 // drain frees the tasks still queued after the connection closed, and
-// makes later senders drop theirs.
-func (tx *transmitter) drain() {
-	for _, it := range tx.batch {
-		if it.kind == txTask && it.task != nil {
-			it.task.sess.drop(it.task)
+// makes later senders drop theirs. The batch is freed too when the loop
+// owns it (writer); a direct writer frees its own.
+func (tx *transmitter) drain(writer bool) {
+	if writer {
+		for _, it := range tx.batch {
+			if it.kind == txTask && it.task != nil {
+				it.task.sess.drop(it.task)
+			}
 		}
+		tx.batch = tx.batch[:0]
 	}
-	tx.batch = tx.batch[:0]
 	tx.mu.Lock()
 	tx.stopped = true
 	rest := tx.pending
@@ -243,11 +323,18 @@ func (tx *transmitter) ping() error {
 	tx.pingTTT = c.sess.allocTTT()
 	tx.pingAt = now
 	n := pdu.NOPIn{InitiatorTaskTag: pdu.ReservedTag, TargetTransferTag: tx.pingTTT}
-	tx.batch = tx.batch[:0]
 	var it txItem
 	n.Marshal(&it.hdr)
-	tx.batch = append(tx.batch, it)
-	return tx.write()
+	// Queued like any PDU (a direct writer may own the batch), past the
+	// queue's limit: the loop that empties the queue must not wait for
+	// room in it.
+	tx.mu.Lock()
+	if !tx.stopped {
+		tx.pending = append(tx.pending, it)
+	}
+	tx.mu.Unlock()
+	tx.poke()
+	return nil
 }
 
 // write encodes the batch into one iovec list and writes it.
@@ -273,7 +360,12 @@ func (tx *transmitter) write() error {
 		}
 	}
 	tx.wbuf = net.Buffers(tx.iov)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.nop.NOPTimeout + 20*time.Second))
+	// A write blocked longer than NOPTimeout + 20 s (give or take
+	// deadlineRenew) ends the connection: the initiator stopped reading.
+	if now := time.Now(); now.Sub(tx.deadlineAt) >= deadlineRenew {
+		_ = c.nc.SetWriteDeadline(now.Add(c.nop.NOPTimeout + 20*time.Second + deadlineRenew))
+		tx.deadlineAt = now
+	}
 	_, err := tx.wbuf.WriteTo(c.nc)
 	for i := range tx.batch {
 		if it := &tx.batch[i]; it.kind == txTask {

@@ -28,6 +28,34 @@ func Pread(fd int, p []byte, off int64) (int, error) {
 	}
 }
 
+// PreadNoWait reads into p at off with preadv2(RWF_NOWAIT): only data the
+// page cache holds, EAGAIN (nothing read) when the read would wait for the
+// medium. It may return fewer bytes than len(p). Kernels or files that do
+// not support the flag return EOPNOTSUPP (EINVAL or ENOSYS on old
+// kernels). Like PwriteDSync it passes one iovec on the stack, so it does
+// not allocate, and it does not tell the race detector that the kernel
+// writes p.
+func PreadNoWait(fd int, p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	lo := uintptr(off)
+	hi := uintptr(uint64(off) >> (bits.UintSize - 1) >> 1)
+	for {
+		iov := unix.Iovec{Base: &p[0]}
+		iov.SetLen(len(p))
+		n, _, e := unix.Syscall6(unix.SYS_PREADV2, uintptr(fd),
+			uintptr(unsafe.Pointer(&iov)), 1, lo, hi, unix.RWF_NOWAIT)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
+	}
+}
+
 // Pwrite writes p at off with one pwrite(2), retrying EINTR. It may write
 // fewer bytes than len(p).
 func Pwrite(fd int, p []byte, off int64) (int, error) {

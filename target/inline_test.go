@@ -1,0 +1,164 @@
+package target_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iscsi-target/iscsi-target/backstore"
+	"github.com/iscsi-target/iscsi-target/backstore/faulty"
+	"github.com/iscsi-target/iscsi-target/target/pdu"
+	"github.com/iscsi-target/iscsi-target/target/targettest"
+)
+
+// At queue depth 1 the receiver runs ordinary reads and writes itself
+// (target/inline.go); these tests check that it does, that data the page
+// cache does not hold goes to a worker, and that a command that blocks
+// does not hold up the connection.
+
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = seed + byte(i*7)
+	}
+	return b
+}
+
+func TestInlineReadWriteAtQD1(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{})
+	c := login(t, tg, 1)
+	tur(t, c)
+	before := tg.Server.Stats().Inline
+	const rounds = 50
+	for i := 0; i < rounds; i++ {
+		data := pattern(4096, byte(i))
+		r, err := c.Command(cdbWrite10(uint32(i*8), 8), data, 0, targettest.CommandOptions{})
+		if err != nil || r.Status != 0 {
+			t.Fatalf("WRITE(10) %d: %v status %#x", i, err, statusOf(r))
+		}
+		r, err = c.Command(cdbRead10(uint32(i*8), 8), nil, 4096, targettest.CommandOptions{})
+		if err != nil || r.Status != 0 {
+			t.Fatalf("READ(10) %d: %v status %#x", i, err, statusOf(r))
+		}
+		if !bytes.Equal(r.Data, data) {
+			t.Fatalf("READ(10) %d returned other data than written", i)
+		}
+	}
+	st := tg.Server.Stats().Inline
+	if got := st.Commands - before.Commands; got < 2*rounds {
+		t.Errorf("%d commands ran inline, want at least the %d reads and writes", got, 2*rounds)
+	}
+	if st.Handovers != 0 {
+		t.Errorf("%d handovers on a memory LUN, want 0", st.Handovers)
+	}
+}
+
+// fileLUN serves LUN 0 from a real file, so reads meet the page cache.
+func fileLUN(t *testing.T) (*targettest.Target, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "lun.img")
+	f, err := backstore.OpenFile(path, backstore.FileOptions{CreateSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := targettest.Start(t, targettest.Options{Wrap: func(int, backstore.Device) backstore.Device { return f }})
+	return tg, path
+}
+
+// dropCache writes the file's dirty pages back and drops its pages from
+// the page cache.
+func dropCache(t *testing.T, path string) {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fdatasync(fd); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInlineUncachedReadGoesToWorker(t *testing.T) {
+	tg, path := fileLUN(t)
+	c := login(t, tg, 1)
+	tur(t, c)
+	data := pattern(64<<10, 3)
+	r, err := c.Command(cdbWrite10(0, 128), data, 0, targettest.CommandOptions{})
+	if err != nil || r.Status != 0 {
+		t.Fatalf("WRITE(10): %v status %#x", err, statusOf(r))
+	}
+	dropCache(t, path)
+	before := tg.Server.Stats().Inline
+	r, err = c.Command(cdbRead10(0, 128), nil, 64<<10, targettest.CommandOptions{})
+	if err != nil || r.Status != 0 || !bytes.Equal(r.Data, data) {
+		t.Fatalf("READ(10) of uncached data: %v status %#x, same data %v", err, statusOf(r), r != nil && bytes.Equal(r.Data, data))
+	}
+	mid := tg.Server.Stats().Inline
+	if mid.Requeued-before.Requeued != 1 {
+		t.Errorf("uncached read: %d requeued to a worker, want 1", mid.Requeued-before.Requeued)
+	}
+	// The worker's read brought the data into the page cache: the same
+	// read now completes on the receiver.
+	r, err = c.Command(cdbRead10(0, 128), nil, 64<<10, targettest.CommandOptions{})
+	if err != nil || r.Status != 0 || !bytes.Equal(r.Data, data) {
+		t.Fatalf("READ(10) of cached data: %v status %#x", err, statusOf(r))
+	}
+	after := tg.Server.Stats().Inline
+	if after.Requeued != mid.Requeued || after.Commands != mid.Commands+1 {
+		t.Errorf("cached read: inline commands +%d, requeued +%d; want +1, +0",
+			after.Commands-mid.Commands, after.Requeued-mid.Requeued)
+	}
+}
+
+// A write that blocks in the backing store hands the receiver to a new
+// goroutine: a TEST UNIT READY sent after it is answered first, and the
+// write still completes with GOOD.
+func TestInlineBlockedWriteHandsOverReceiver(t *testing.T) {
+	tg, fd := startFaulty(t)
+	c := login(t, tg, 1)
+	tur(t, c)
+	fd.Inject(faulty.Rule{Ops: faulty.Write, Kind: faulty.Delay, Delay: 3 * time.Second, Times: 1})
+	itt := c.NextITT()
+	cmd := pdu.SCSICommand{Final: true, Write: true, Attr: pdu.AttrSimple, InitiatorTaskTag: itt,
+		ExpectedDataTransferLn: 512, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN}
+	copy(cmd.CDB[:], cdbWrite10(16, 1))
+	c.CmdSN++
+	var h pdu.BHS
+	cmd.Marshal(&h)
+	if err := c.WritePDU(&h, nil, pattern(512, 9)); err != nil {
+		t.Fatal(err)
+	}
+	waitInFlight(t, fd, 1)
+	// The receiver is inside the write; this command can only be read
+	// once the watchdog has handed the connection to a new receiver.
+	r, err := c.Command(cdbTUR, nil, 0, targettest.CommandOptions{})
+	if err != nil || r.Status != 0 {
+		t.Fatalf("TEST UNIT READY behind a blocked write: %v status %#x", err, statusOf(r))
+	}
+	if n := fd.InFlight(); n != 1 {
+		t.Fatalf("the write left the device (%d in flight) before TEST UNIT READY was answered: the receiver was not handed over", n)
+	}
+	rh, _, err := c.Expect(pdu.OpSCSIResponse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.BigEndian.Uint32(rh.BHS[16:20]); got != itt || rh.BHS[3] != 0 {
+		t.Fatalf("write response: ITT %#x status %#x, want ITT %#x GOOD", got, rh.BHS[3], itt)
+	}
+	if h := tg.Server.Stats().Inline.Handovers; h != 1 {
+		t.Errorf("%d handovers, want 1", h)
+	}
+	// The connection goes on with its new receiver.
+	r, err = c.Command(cdbRead10(16, 1), nil, 512, targettest.CommandOptions{})
+	if err != nil || r.Status != 0 || !bytes.Equal(r.Data, pattern(512, 9)) {
+		t.Fatalf("READ(10) after the handover: %v status %#x", err, statusOf(r))
+	}
+}
