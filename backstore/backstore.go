@@ -35,6 +35,13 @@ var (
 // Devices that cannot tell (memory, test devices) ignore it.
 type NoWait struct{}
 
+// NoWaitReader is implemented by devices that can say whether NoWait reads
+// can succeed at all (a File opened with O_DIRECT has no page cache, so
+// they never can). Devices without it are taken to read at once.
+type NoWaitReader interface {
+	ReadsNoWait() bool
+}
+
 // WriteFlags modify a single write.
 type WriteFlags uint8
 

@@ -223,6 +223,10 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return nil
 }
 
+// ReadsNoWait implements NoWaitReader: false with O_DIRECT, or once the
+// kernel refused RWF_NOWAIT.
+func (f *File) ReadsNoWait() bool { return f.ops.preadNoWait != nil && !f.noNoWait.Load() }
+
 // WriteAt implements Device. With WriteFUA the data is durable on return.
 func (f *File) WriteAt(ctx context.Context, p []byte, off int64, flags WriteFlags) error {
 	if err := ctx.Err(); err != nil {

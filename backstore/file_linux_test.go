@@ -614,6 +614,9 @@ func TestFileReadNoWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !f.ReadsNoWait() || d.ReadsNoWait() {
+		t.Errorf("ReadsNoWait: buffered %v, O_DIRECT %v; want true, false", f.ReadsNoWait(), d.ReadsNoWait())
+	}
 	buf := bufpool.Aligned(4096)
 	if err := d.ReadAt(ctx, buf, 0); !errors.Is(err, backstore.ErrWouldBlock) {
 		t.Fatalf("NoWait read on an O_DIRECT file: %v, want ErrWouldBlock", err)

@@ -7,6 +7,8 @@ package scsi
 import (
 	"fmt"
 	"sync/atomic"
+
+	"github.com/iscsi-target/iscsi-target/backstore"
 )
 
 // Status is a SCSI status code (SAM-5 §5.3).
@@ -177,10 +179,16 @@ func (c *Command) Done() bool { return c.done }
 // cope with the rare one that blocks (target/inline.go).
 func (c *Command) Quick() bool {
 	st := &c.state
-	if c.done || st.op == nil || st.op.flags&flagQuick == 0 || st.blk.FUA {
+	if c.done || st.op == nil || st.op.flags&flagQuick == 0 || st.blk.FUA || st.lu == nil {
 		return false
 	}
-	return st.op.flags&flagWrite == 0 || (st.lu != nil && st.lu.wce.Load())
+	if st.op.flags&flagWrite != 0 {
+		return st.lu.wce.Load()
+	}
+	if nw, ok := st.lu.dev.(backstore.NoWaitReader); ok {
+		return nw.ReadsNoWait() // O_DIRECT reads always wait for the disk
+	}
+	return true
 }
 
 // SenseData returns the sense bytes.

@@ -273,7 +273,19 @@ func TestQuick(t *testing.T) {
 	if !plan(rw10(0x28, 0), 512).Quick() {
 		t.Error("READ(10) with the write cache off: Quick() = false, want true")
 	}
+	e.lu.wce.Store(true)
+	e.lu.dev = noWaitLess{e.dev} // an O_DIRECT file: reads always wait
+	if plan(rw10(0x28, 0), 512).Quick() {
+		t.Error("READ(10) on a device without NoWait reads: Quick() = true, want false")
+	}
+	if !plan(rw10(0x2A, 0), 512).Quick() {
+		t.Error("WRITE(10) on a device without NoWait reads: Quick() = false, want true")
+	}
 }
+
+type noWaitLess struct{ *recDevice }
+
+func (noWaitLess) ReadsNoWait() bool { return false }
 
 // TestExecuteWouldBlock: a read the backing store cannot do without
 // waiting (backstore.ErrWouldBlock under a NoWait context) is left undone

@@ -26,6 +26,7 @@ const loginMaxSegment = 8192
 type conn struct {
 	srv *Server
 	nc  net.Conn
+	sio *sockIO // nc's reads and writev (sockio.go)
 	// source is the remote IP address (per-source connection limit).
 	source string
 	br     *rxReader
@@ -56,10 +57,12 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	sio := newSockIO(nc)
 	c := &conn{
 		srv:    s,
 		nc:     nc,
-		br:     newRxReader(nc, s.rxBufs),
+		sio:    sio,
+		br:     newRxReader(sio, s.rxBufs),
 		id:     s.nextID.Add(1),
 		closed: make(chan struct{}),
 	}

@@ -1,10 +1,9 @@
 package target
 
-// SetWorkerHook installs f to run on the worker of every command before it
-// executes (see Server.workerHook); call it before the server serves.
-func SetWorkerHook(s *Server, f func(cdb []byte)) { s.workerHook = f }
+// SetWorkerHook installs f to run where every command executes, before it
+// executes (see Server.workerHook).
+func SetWorkerHook(s *Server, f func(cdb []byte)) { s.workerHook.Store(&f) }
 
 // SetTMFHook installs f to run in the goroutine that sends a delayed task
-// management response (see Server.tmfHook); call it before the server
-// serves.
-func SetTMFHook(s *Server, f func()) { s.tmfHook = f }
+// management response (see Server.tmfHook).
+func SetTMFHook(s *Server, f func()) { s.tmfHook.Store(&f) }

@@ -462,6 +462,9 @@ func (s *session) finish(t *task, direct bool) {
 	if t.immediate {
 		s.immCount--
 	}
+	// With other tasks in flight their responses follow soon: leave this
+	// one to the transmitter, which batches them into one writev.
+	direct = direct && s.sched.head == nil
 	s.mu.Unlock()
 	switch t.aborted.Load() {
 	case abortSilent:

@@ -266,13 +266,13 @@ type Server struct {
 	refusedTotal, refusedSource atomic.Uint64
 	lastRefusalLog              atomic.Int64
 
-	// workerHook, set only by tests (export_test.go) before Serve, is
-	// called with each command's CDB on its worker ahead of execution,
-	// outside the device server's own recover.
-	workerHook func(cdb []byte)
+	// workerHook, set only by tests (export_test.go), is called with each
+	// command's CDB where it executes (a worker or the receiver), ahead
+	// of execution, outside the device server's own recover.
+	workerHook atomic.Pointer[func(cdb []byte)]
 	// tmfHook, likewise, runs at the start of the goroutine that sends a
 	// task management response once the aborted tasks have drained.
-	tmfHook func()
+	tmfHook atomic.Pointer[func()]
 }
 
 // recovered logs a recovered panic p with msg and the stack, counts it in

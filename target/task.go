@@ -370,8 +370,8 @@ func (q *scheduler) executeOn(t *task, inline bool) {
 			}
 		}
 	}()
-	if h := s.srv.workerHook; h != nil {
-		h(t.cmd.CDB)
+	if h := s.srv.workerHook.Load(); h != nil {
+		(*h)(t.cmd.CDB)
 	}
 	s.execute(t, inline)
 }

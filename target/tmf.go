@@ -113,8 +113,8 @@ func (c *conn) handleTaskMgmt() error {
 					c.srv.recovered(log, c, "iscsi: panic sending a task management response", p)
 				}
 			}()
-			if h := c.srv.tmfHook; h != nil {
-				h()
+			if h := c.srv.tmfHook.Load(); h != nil {
+				(*h)()
 			}
 			finish()
 		}()

@@ -3,7 +3,6 @@ package target
 import (
 	"encoding/binary"
 	"errors"
-	"net"
 	"sync"
 	"time"
 
@@ -65,7 +64,6 @@ type transmitter struct {
 	// iovec list.
 	slab  []byte
 	iov   [][]byte
-	wbuf  net.Buffers
 	batch []txItem
 
 	// Per-PDU scratch: fields of the transmitter rather than locals, so
@@ -359,14 +357,13 @@ func (tx *transmitter) write() error {
 			tx.addTask(it.task)
 		}
 	}
-	tx.wbuf = net.Buffers(tx.iov)
 	// A write blocked longer than NOPTimeout + 20 s (give or take
 	// deadlineRenew) ends the connection: the initiator stopped reading.
 	if now := time.Now(); now.Sub(tx.deadlineAt) >= deadlineRenew {
 		_ = c.nc.SetWriteDeadline(now.Add(c.nop.NOPTimeout + 20*time.Second + deadlineRenew))
 		tx.deadlineAt = now
 	}
-	_, err := tx.wbuf.WriteTo(c.nc)
+	err := c.sio.writev(tx.iov)
 	for i := range tx.batch {
 		if it := &tx.batch[i]; it.kind == txTask {
 			c.srv.putTask(it.task)
