@@ -99,6 +99,7 @@ type Sample struct {
 	IOPS       float64       `json:"iops"`
 	MiBs       float64       `json:"mib_s"`
 	CPUPerIO   time.Duration `json:"target_cpu_per_io_ns"`
+	CtxPerIO   float64       `json:"target_ctx_switches_per_io"`
 	TargetCPU  float64       `json:"target_cpu_frac"` // of all CPUs
 	ClientCPU  float64       `json:"client_cpu_frac"`
 	Others     float64       `json:"others_frac"`
@@ -516,8 +517,10 @@ func measure(ctx context.Context, cfg Config, t *target, w Workload, counts map[
 		pid = t.pid()
 	}
 	var cpu0, cpu1 time.Duration
+	var cs0, cs1 uint64
 	if pid > 0 {
 		cpu0, _ = ProcCPU(pid)
+		cs0, _ = ProcCtxSwitches(pid)
 	}
 	st0, _ := ReadCPUStat()
 	var r *toolResult
@@ -551,6 +554,7 @@ func measure(ctx context.Context, cfg Config, t *target, w Workload, counts map[
 	st1, _ := ReadCPUStat()
 	if pid > 0 {
 		cpu1, _ = ProcCPU(pid)
+		cs1, _ = ProcCtxSwitches(pid)
 	}
 	if err != nil {
 		s.Error = err.Error()
@@ -564,6 +568,9 @@ func measure(ctx context.Context, cfg Config, t *target, w Workload, counts map[
 	if pid > 0 && ops > 0 {
 		s.CPUPerIO = time.Duration(float64(cpu1-cpu0) / ops)
 		s.TargetCPU = (cpu1 - cpu0).Seconds() / machine
+		if cs1 > cs0 {
+			s.CtxPerIO = float64(cs1-cs0) / ops
+		}
 	}
 	s.ClientCPU = r.clientCPU.Seconds() / machine
 	s.Others = max(0, m.Busy-s.TargetCPU-s.ClientCPU)
@@ -774,6 +781,9 @@ func (s Sample) brief() string {
 	if s.CPUPerIO > 0 {
 		b += fmt.Sprintf("  cpu/io %s", fmtDur(s.CPUPerIO))
 	}
+	if s.CtxPerIO > 0 {
+		b += fmt.Sprintf("  cs/io %.2f", s.CtxPerIO)
+	}
 	if s.P50 > 0 {
 		b += fmt.Sprintf("  p50 %s p99 %s", fmtDur(s.P50), fmtDur(s.P99))
 	}
@@ -811,8 +821,8 @@ func median(ss []Sample, f func(Sample) float64) float64 {
 
 // Stat is the median figures of one workload on one target.
 type Stat struct {
-	IOPS, MiBs, CPUPerIO, P50, P99, TargetCPU, Others float64
-	N                                                 int
+	IOPS, MiBs, CPUPerIO, CtxPerIO, P50, P99, TargetCPU, Others float64
+	N                                                           int
 }
 
 // Median returns the medians of workload w on target t.
@@ -822,6 +832,7 @@ func (r *Report) Median(w, t string) Stat {
 		IOPS:      median(ss, func(s Sample) float64 { return s.IOPS }),
 		MiBs:      median(ss, func(s Sample) float64 { return s.MiBs }),
 		CPUPerIO:  median(ss, func(s Sample) float64 { return float64(s.CPUPerIO) }),
+		CtxPerIO:  median(ss, func(s Sample) float64 { return s.CtxPerIO }),
 		P50:       median(ss, func(s Sample) float64 { return float64(s.P50) }),
 		P99:       median(ss, func(s Sample) float64 { return float64(s.P99) }),
 		TargetCPU: median(ss, func(s Sample) float64 { return s.TargetCPU }),

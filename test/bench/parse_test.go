@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"os"
 	"testing"
 	"time"
 )
@@ -64,5 +65,16 @@ func TestMedianAndPercentile(t *testing.T) {
 	}
 	if p50, p99 := percentile(l, 50), percentile(l, 99); p50 != 50 || p99 != 99 {
 		t.Fatalf("p50 %v p99 %v", p50, p99)
+	}
+}
+
+func TestParseCtxSwitches(t *testing.T) {
+	s := "Name:\tiscsi-target\nvoluntary_ctxt_switches:\t1200\nnonvoluntary_ctxt_switches:\t34\nVmRSS:\t 100 kB\n"
+	if got := parseCtxSwitches(s); got != 1234 {
+		t.Fatalf("parseCtxSwitches = %d, want 1234", got)
+	}
+	n, err := ProcCtxSwitches(os.Getpid())
+	if err != nil || n == 0 {
+		t.Fatalf("ProcCtxSwitches(self) = %d, %v", n, err)
 	}
 }

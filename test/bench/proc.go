@@ -45,6 +45,37 @@ func parseProcStatCPU(s string) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
+// ProcCtxSwitches returns the context switches (voluntary and not) of all
+// of a process's live threads, from /proc/PID/task/*/status. Threads that
+// exited are not counted.
+func ProcCtxSwitches(pid int) (uint64, error) {
+	dirs, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for _, d := range dirs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, d.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		total += parseCtxSwitches(string(b))
+	}
+	return total, nil
+}
+
+func parseCtxSwitches(s string) uint64 {
+	var n uint64
+	for _, line := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+			x, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			n += x
+		}
+	}
+	return n
+}
+
 // ProcRSS returns a process's resident set size in bytes (VmRSS).
 func ProcRSS(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

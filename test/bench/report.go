@@ -140,8 +140,8 @@ func (r *Report) Markdown() string {
 	p("\n\"others\" is the CPU used by everything except the target and the initiator during a run (share of all CPUs).\n\n")
 
 	p("## Results\n\n")
-	p("| workload | target | IOPS | MiB/s | p50 | p99 | target CPU / I/O | target CPU | ours ÷ this (IOPS; CPU/IO) | n |\n")
-	p("|---|---|---:|---:|---:|---:|---:|---:|---|---:|\n")
+	p("| workload | target | IOPS | MiB/s | p50 | p99 | target CPU / I/O | ctx switches / I/O | target CPU | ours ÷ this (IOPS; CPU/IO) | n |\n")
+	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
 	for _, w := range r.Workloads {
 		ours := r.Median(w.Name, TOurs)
 		for _, t := range r.Targets {
@@ -159,19 +159,23 @@ func (r *Report) Markdown() string {
 				}
 			}
 			if s.N == 0 {
-				p("| %s | %s | error | | | | | | | 0 |\n", w.Name, t)
+				p("| %s | %s | error | | | | | | | | 0 |\n", w.Name, t)
 				continue
 			}
-			cpu := "-"
+			cpu, cs := "-", "-"
 			if s.TargetCPU > 0 {
 				cpu = fmt.Sprintf("%.0f%%", 100*s.TargetCPU)
 			}
-			p("| %s | %s | %.0f | %.1f | %s | %s | %s | %s | %s | %d |\n", w.Name, t, s.IOPS, s.MiBs,
-				fmtDur(time.Duration(s.P50)), fmtDur(time.Duration(s.P99)), fmtDur(time.Duration(s.CPUPerIO)), cpu, rel, s.N)
+			if s.CtxPerIO > 0 {
+				cs = fmt.Sprintf("%.2f", s.CtxPerIO)
+			}
+			p("| %s | %s | %.0f | %.1f | %s | %s | %s | %s | %s | %s | %d |\n", w.Name, t, s.IOPS, s.MiBs,
+				fmtDur(time.Duration(s.P50)), fmtDur(time.Duration(s.P99)), fmtDur(time.Duration(s.CPUPerIO)), cs, cpu, rel, s.N)
 		}
 	}
 	p("\nLoopback TCP single stream (Go, 128 KiB writes, median): %.0f MiB/s.\n", r.LoopbackMiBs())
-	p("Target CPU is utime+stime of the target process from /proc/PID/stat; \"target CPU\" is its share of all CPUs.\n\n")
+	p("Target CPU is utime+stime of the target process from /proc/PID/stat; \"target CPU\" is its share of all CPUs.\n")
+	p("Context switches are the voluntary and involuntary switches of the target's threads (/proc/PID/task/*/status).\n\n")
 
 	if len(r.Memory) > 0 {
 		p("## Memory\n\n")
