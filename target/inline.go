@@ -93,7 +93,6 @@ func (c *conn) runInline(t *task) (err error) {
 		in.joined = true
 	}
 	in.seq++
-	in.runs.Add(1)
 	running := in.seq<<2 | inlineRunning
 	in.state.Store(running)
 	c.srv.watch.arm(c.srv)
@@ -112,6 +111,7 @@ func (c *conn) runInline(t *task) (err error) {
 	if t.complete {
 		s.finish(t, true)
 	} else {
+		in.runs.Add(1)
 		t.noWait = true
 		s.sched.executeOn(t, true)
 	}

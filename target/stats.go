@@ -138,8 +138,7 @@ type Stats struct {
 
 // InlineStats counts inline execution (inline.go).
 type InlineStats struct {
-	// Commands run (or, when complete at planning, answered) by the
-	// receiver that read them.
+	// Commands run by the receiver that read them.
 	Commands uint64
 	// Requeued: inline reads whose data was not in the page cache (or
 	// that found no free buffer memory), handed to a worker.
