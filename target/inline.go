@@ -26,8 +26,9 @@ import (
 // is handed to a new receiver goroutine, and the old goroutine finishes its
 // command like a worker and exits. So a blocked write (a hung disk, dirty
 // page throttling) holds up the connection for at most two ticks, and the
-// protocol behaves as if a worker had run the command. The watchdog sleeps
-// when no connection has run a command inline for inlineQuiet.
+// protocol behaves as if a worker had run the command. The watchdog's
+// goroutine exits when no connection has run a command inline for
+// inlineQuiet, and the next inline command starts it again.
 
 const (
 	inlineTick  = 5 * time.Millisecond
@@ -57,12 +58,12 @@ type inlineState struct {
 	runs, requeued atomic.Uint64 // InlineStats of this connection
 }
 
-// inlineWatch is the server's watchdog over inline execution.
+// inlineWatch is the server's watchdog over inline execution. Its
+// goroutine runs while connections run commands inline and exits after
+// inlineQuiet without any, so an idle server has none.
 type inlineWatch struct {
-	once    sync.Once
-	active  atomic.Bool
-	wake    chan struct{}
-	mu      sync.Mutex // guards conns and ended
+	active  atomic.Bool // the watchdog goroutine runs
+	mu      sync.Mutex  // guards conns and ended
 	conns   []*conn
 	ended   InlineStats   // counters of connections that have left
 	handoff atomic.Uint64 // receivers handed over (Stats)
@@ -145,54 +146,42 @@ func (w *inlineWatch) leave(c *conn) {
 	w.mu.Unlock()
 }
 
-// arm makes sure the watchdog is awake; it costs one atomic load while it
-// is.
+// arm makes sure the watchdog runs; it costs one atomic load while it
+// does.
 func (w *inlineWatch) arm(s *Server) {
-	if w.active.Load() {
-		return
-	}
-	w.once.Do(func() {
-		w.wake = make(chan struct{}, 1)
+	if !w.active.Load() && w.active.CompareAndSwap(false, true) {
 		go w.run(s)
-	})
-	if w.active.CompareAndSwap(false, true) {
-		select {
-		case w.wake <- struct{}{}:
-		default:
-		}
 	}
 }
 
-// run is the watchdog goroutine; it ends with the server.
+// run is the watchdog goroutine. It ends with the server, or after
+// inlineQuiet without inline commands.
 func (w *inlineWatch) run(s *Server) {
 	tick := time.NewTicker(inlineTick)
-	tick.Stop()
 	defer tick.Stop()
 	quiet := 0
 	for {
 		select {
 		case <-s.ctx.Done():
-			return
-		case <-w.wake:
-			tick.Reset(inlineTick)
-			quiet = 0
-		case <-tick.C:
-			if w.scan() {
-				quiet = 0
-				continue
-			}
-			if quiet++; time.Duration(quiet)*inlineTick < inlineQuiet {
-				continue
-			}
-			tick.Stop()
 			w.active.Store(false)
-			// A run that started before the store saw the watchdog
-			// active and did not wake it: look once more.
-			if w.scan() && w.active.CompareAndSwap(false, true) {
-				tick.Reset(inlineTick)
-				quiet = 0
-			}
+			return
+		case <-tick.C:
 		}
+		if w.scan() {
+			quiet = 0
+			continue
+		}
+		if quiet++; time.Duration(quiet)*inlineTick < inlineQuiet {
+			continue
+		}
+		w.active.Store(false)
+		// A run that started before the store saw the watchdog active
+		// and did not start another: look once more, and stay if there
+		// is one (unless a new watchdog has started meanwhile).
+		if !w.scan() || !w.active.CompareAndSwap(false, true) {
+			return
+		}
+		quiet = 0
 	}
 }
 

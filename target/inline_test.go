@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +57,21 @@ func TestInlineReadWriteAtQD1(t *testing.T) {
 	if st.Handovers != 0 {
 		t.Errorf("%d handovers on a memory LUN, want 0", st.Handovers)
 	}
+	// With no more inline commands the watchdog goroutine goes away
+	// while the server keeps serving.
+	deadline := time.Now().Add(10 * time.Second)
+	for watchdogRunning() {
+		if time.Now().After(deadline) {
+			t.Fatal("the inline watchdog goroutine still runs 10 s after the last inline command")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tur(t, c)
+}
+
+func watchdogRunning() bool {
+	buf := make([]byte, 1<<20)
+	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "(*inlineWatch).run")
 }
 
 // fileLUN serves LUN 0 from a real file, so reads meet the page cache.

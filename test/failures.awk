@@ -1,10 +1,11 @@
-# failures.awk: from a `go test -v` log, print what each failing test printed.
+# failures.awk: from a `go test -v` log, print what each failing test said.
 #
-# A failing test's own lines (the last LIMIT of them) and, for each failing
-# subtest, its first LIMIT lines, so that the reason is at the end of a long
-# log, where CI shows it. Usage: awk -f test/failures.awk [-v LIMIT=60] out/e2e.log
-BEGIN { if (LIMIT == 0) LIMIT = 60 }
-/^=== (RUN|CONT|NAME) / { cur = $3; if (!(cur in n)) { order[++k] = cur } ; next }
+# For each failing test and subtest: its t.Log/t.Error lines (FILE.go:LINE:
+# and the next few lines, at most LIMIT lines), then the last TAIL lines it
+# printed, so that the reason shows at the end of a long log, where CI shows
+# it. Usage: awk -f test/failures.awk [-v LIMIT=40 -v TAIL=15] out/e2e.log
+BEGIN { if (LIMIT == 0) LIMIT = 40; if (TAIL == 0) TAIL = 15 }
+/^=== (RUN|CONT|NAME|PAUSE) / { cur = $3; if (!(cur in seen)) { seen[cur] = 1; order[++k] = cur }; next }
 /^ *--- FAIL: / { failed[$3] = 1; next }
 /^ *--- (PASS|SKIP): / { next }
 /^(ok|FAIL|PASS)( |\t|$)/ { cur = ""; next }
@@ -13,12 +14,18 @@ END {
 	for (i = 1; i <= k; i++) {
 		t = order[i]
 		if (!(t in failed)) continue
-		top = (index(t, "/") == 0)
 		c = n[t] + 0
-		from = 1; to = c
-		if (top && c > LIMIT) from = c - LIMIT + 1
-		if (!top && c > LIMIT) to = LIMIT
-		printf "----- %s (%d lines%s) -----\n", t, c, (to - from + 1 < c ? ", shortened" : "")
-		for (j = from; j <= to; j++) print line[t, j]
+		printf "----- %s (%d lines) -----\n", t, c
+		shown = 0; follow = 0
+		for (j = 1; j <= c && shown < LIMIT; j++) {
+			l = line[t, j]
+			if (l ~ /^    [A-Za-z0-9_]+\.go:[0-9]+: /) { follow = 4 } else if (follow > 0) { follow-- } else { continue }
+			if (l ~ /level=/) continue
+			print l; shown++
+		}
+		if (c > 0) {
+			printf "  [last %d lines]\n", (c < TAIL ? c : TAIL)
+			for (j = (c > TAIL ? c - TAIL + 1 : 1); j <= c; j++) print line[t, j]
+		}
 	}
 }
