@@ -385,6 +385,13 @@ func nextBackoff(d time.Duration) time.Duration {
 	return d
 }
 
+// Listening returns how many listeners Serve is accepting on.
+func (s *Server) Listening() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.listeners)
+}
+
 func (s *Server) isClosing() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

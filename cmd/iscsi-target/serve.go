@@ -322,6 +322,11 @@ func serve(c *cli.Context) error {
 		log.WithFields(logrus.Fields{"target": t.Name, "access": access}).Info("target ready")
 	}
 	logAuth(log, sc.auth)
+	// READY=1 and /readyz only once every listener is accepting: the
+	// Serve goroutines may not have started yet.
+	for deadline := time.Now().Add(5 * time.Second); srv.Listening() < len(listeners) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	log.WithFields(logrus.Fields{"targets": len(f.Targets), "config": c.String("config"), "version": version}).Info("serving")
 	obs.ready()
 

@@ -481,11 +481,19 @@ func startProcess(t *testing.T, cmd *exec.Cmd) (*bytes.Buffer, <-chan error) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { done <- cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", log.String())
+		// Wait has returned once the output is copied: only then may
+		// the buffer be read.
+		select {
+		case <-exited:
+			if t.Failed() {
+				t.Logf("daemon log:\n%s", log.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("the daemon did not exit 10 s after SIGKILL")
 		}
 	})
 	return &log, done

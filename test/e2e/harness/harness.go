@@ -199,10 +199,22 @@ func (tg *Target) start() {
 		tg.t.Fatalf("target did not start: %v\n%s", err, tailFile(tg.logPath, 50))
 	}
 	// The idle goroutine count, for the leak check (no admin socket, no
-	// check: a test may run the daemon with --admin-socket none).
+	// check: a test may run the daemon with --admin-socket none). The
+	// portal accepting does not mean every listener (other portals,
+	// metrics) has started: take the count once it holds still.
 	tg.baseline = 0
-	if r, err := tg.Runtime(false, false); err == nil {
-		tg.baseline = r.Goroutines
+	last, same := -1, 0
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && same < 3; time.Sleep(50 * time.Millisecond) {
+		r, err := tg.Runtime(false, false)
+		if err != nil {
+			return
+		}
+		if r.Goroutines == last {
+			same++
+		} else {
+			last, same = r.Goroutines, 1
+		}
+		tg.baseline = max(tg.baseline, r.Goroutines)
 	}
 }
 
