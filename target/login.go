@@ -64,6 +64,18 @@ func (c *conn) login() error {
 	defer st.authEnd()
 	for {
 		if err := pdu.ReadHeader(c.br, &c.hdr, pdu.Digests{}, loginMaxSegment); err != nil {
+			if errors.Is(err, pdu.ErrSegmentTooLong) && c.hdr.BHS.Opcode() == pdu.OpLoginRequest {
+				// The header is whole: answer it without reading the
+				// segment (RFC 7143 §13.12: 8192 bytes during login).
+				var req pdu.LoginRequest
+				if req.Unmarshal(&c.hdr.BHS) == nil {
+					if !st.started {
+						st.isid, st.tsih, st.cmdSN, st.stage = req.ISID, req.TSIH, req.CmdSN, req.CSG
+					}
+					return st.reject(&req, pdu.LoginInitiatorError,
+						fmt.Sprintf("login data segment of %d bytes, more than %d", c.hdr.BHS.DataSegmentLength(), loginMaxSegment))
+				}
+			}
 			return fmt.Errorf("iscsi: reading login request: %w", err)
 		}
 		c.lastRx.Store(time.Now().UnixNano())

@@ -329,3 +329,35 @@ func TestProbeLoginsDuringIO(t *testing.T) {
 		t.Fatalf("%d sessions left, want the 2 I/O sessions", n)
 	}
 }
+
+// TestProbeLoginSegmentTooLong: a Login Request announcing more than the
+// 8192 bytes allowed during login is refused with 0x0200 from its header
+// alone (the segment is never read), and the connection is closed.
+func TestProbeLoginSegmentTooLong(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{})
+	c := dial(t, tg)
+	req := pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID, InitiatorTaskTag: 0x77, CmdSN: 5}
+	var h pdu.BHS
+	req.Marshal(&h)
+	h.SetLengths(0, 16<<20-1)
+	if err := c.WriteRaw(append(h[:], "InitiatorName=iqn.2026-11.test:probe\x00"...)); err != nil {
+		t.Fatal(err)
+	}
+	rh, _, err := c.Expect(pdu.OpLoginResponse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp pdu.LoginResponse
+	_ = resp.Unmarshal(&rh.BHS)
+	if resp.Status != pdu.LoginInitiatorError || resp.ISID != c.ISID || resp.InitiatorTaskTag != 0x77 || resp.SN.ExpCmdSN != 5 {
+		t.Fatalf("login response %+v, want status 0x0200 echoing ISID, ITT and CmdSN", resp)
+	}
+	if _, _, err := c.ReadPDU(); err == nil {
+		t.Fatal("connection still open after the reject")
+	}
+	if !tg.Log.Contains("more than 8192") {
+		t.Errorf("log does not name the reason:\n%s", tg.Log.String())
+	}
+	other := login(t, tg, 2)
+	tur(t, other)
+}
