@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -184,6 +185,8 @@ func (tg *Target) start() {
 	if err != nil {
 		tg.t.Fatalf("log file: %v", err)
 	}
+	// Where this run's output starts (Restart appends to the same log).
+	logStart, _ := f.Seek(0, io.SeekEnd)
 	cmd := exec.Command(tg.bin, tg.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -196,6 +199,12 @@ func (tg *Target) start() {
 	tg.done = make(chan error, 1)
 	go func() { tg.done <- cmd.Wait() }()
 	if err := WaitListening(tg.Portal, 20*time.Second); err != nil {
+		tg.t.Fatalf("target did not start: %v\n%s", err, tailFile(tg.logPath, 50))
+	}
+	// The portal's socket exists before the metrics and admin listeners
+	// do; the daemon logs "serving" once all of them are up (and just
+	// before /readyz turns 200).
+	if err := tg.waitServing(logStart, 20*time.Second); err != nil {
 		tg.t.Fatalf("target did not start: %v\n%s", err, tailFile(tg.logPath, 50))
 	}
 	// The idle goroutine count, for the leak check (no admin socket, no
@@ -215,6 +224,28 @@ func (tg *Target) start() {
 			last, same = r.Goroutines, 1
 		}
 		tg.baseline = max(tg.baseline, r.Goroutines)
+	}
+}
+
+// waitServing waits until the daemon's output from offset on holds its
+// "serving" line (text or JSON log format), or the daemon exits.
+func (tg *Target) waitServing(offset int64, timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(tg.logPath); err == nil && int64(len(b)) > offset {
+			out := b[offset:]
+			if bytes.Contains(out, []byte("msg=serving ")) || bytes.Contains(out, []byte(`"msg":"serving"`)) {
+				return nil
+			}
+		}
+		select {
+		case err := <-tg.done:
+			tg.done <- err
+			return fmt.Errorf("the daemon exited before serving: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no \"serving\" line in the log after %v", timeout)
+		}
 	}
 }
 
