@@ -114,7 +114,7 @@ func (c *conn) runInline(t *task) (err error) {
 	} else {
 		in.runs.Add(1)
 		t.noWait = true
-		s.sched.executeOn(t, true)
+		s.sched.execute(t, true)
 	}
 	if in.state.CompareAndSwap(running, running&^inlineStateMask|inlineIdle) {
 		return nil

@@ -143,14 +143,8 @@ func TestInlineBlockedWriteHandsOverReceiver(t *testing.T) {
 	c := login(t, tg, 1)
 	tur(t, c)
 	fd.Inject(faulty.Rule{Ops: faulty.Write, Kind: faulty.Delay, Delay: 3 * time.Second, Times: 1})
-	itt := c.NextITT()
-	cmd := pdu.SCSICommand{Final: true, Write: true, Attr: pdu.AttrSimple, InitiatorTaskTag: itt,
-		ExpectedDataTransferLn: 512, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN}
-	copy(cmd.CDB[:], cdbWrite10(16, 1))
-	c.CmdSN++
-	var h pdu.BHS
-	cmd.Marshal(&h)
-	if err := c.WritePDU(&h, nil, pattern(512, 9)); err != nil {
+	itt, err := c.Send(cdbWrite10(16, 1), pattern(512, 9), 0, targettest.CommandOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	waitInFlight(t, fd, 1)

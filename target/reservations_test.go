@@ -40,14 +40,8 @@ func TestPreemptAndAbort(t *testing.T) {
 
 	// B's write is stuck in a slow disk when A preempts it.
 	fd.Inject(faulty.Rule{Ops: faulty.Write, Kind: faulty.Delay, Delay: time.Minute, Off: 1 << 20, Len: 1 << 20})
-	itt := b.NextITT()
-	cmd := pdu.SCSICommand{Final: true, Write: true, Attr: pdu.AttrSimple, InitiatorTaskTag: itt,
-		ExpectedDataTransferLn: 512, CmdSN: b.CmdSN, ExpStatSN: b.ExpStatSN}
-	copy(cmd.CDB[:], cdbWrite10(2048, 1))
-	b.CmdSN++
-	var h pdu.BHS
-	cmd.Marshal(&h)
-	if err := b.WritePDU(&h, nil, make([]byte, 512)); err != nil {
+	itt, err := b.Send(cdbWrite10(2048, 1), make([]byte, 512), 0, targettest.CommandOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	waitInFlight(t, fd, 1)

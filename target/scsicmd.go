@@ -395,8 +395,6 @@ func (s *session) execute(t *task, inline bool) {
 				charge := int64(bufpool.ClassSize(int(n)))
 				if !s.srv.budget.try(charge) {
 					if inline {
-						t.noWait = false
-						s.conn.inl.requeued.Add(1)
 						s.sched.requeue(t)
 						return
 					}
@@ -415,8 +413,6 @@ func (s *session) execute(t *task, inline bool) {
 		s.run(t)
 		if !cmd.Done() {
 			// A NoWait read found its data out of the page cache.
-			t.noWait = false
-			s.conn.inl.requeued.Add(1)
 			s.sched.requeue(t)
 			return
 		}

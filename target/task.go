@@ -267,8 +267,10 @@ func (q *scheduler) start(t *task) {
 }
 
 // requeue hands a task the receiver could not finish without waiting to
-// a worker.
+// a worker, where it may wait.
 func (q *scheduler) requeue(t *task) {
+	t.noWait = false
+	q.s.conn.inl.requeued.Add(1)
 	q.s.mu.Lock()
 	if !q.stopped {
 		q.dispatch(t)
@@ -334,20 +336,13 @@ func (q *scheduler) stop() {
 	}
 }
 
-// worker executes tasks until the session ends or it has been idle for
-// workerIdle.
-// execute runs one task on a worker. A panic inside the device server
-// is already a CHECK CONDITION for that command (session.run); one in the
-// task bookkeeping around it leaves the session's state in doubt, so it
-// closes the session's connection (the receiver then cleans up as for a
-// dropped connection), retires the task without a response, and the
-// worker goes on serving.
-func (q *scheduler) execute(t *task) {
-	q.executeOn(t, false)
-}
-
-// executeOn is execute on a worker (inline false) or on the receiver.
-func (q *scheduler) executeOn(t *task, inline bool) {
+// execute runs one task on a worker, or (inline) on the receiver. A panic
+// inside the device server is already a CHECK CONDITION for that command
+// (session.run); one in the task bookkeeping around it leaves the session's
+// state in doubt, so it closes the session's connection (the receiver then
+// cleans up as for a dropped connection), retires the task without a
+// response, and the worker goes on serving.
+func (q *scheduler) execute(t *task, inline bool) {
 	s := q.s
 	defer func() {
 		if r := recover(); r != nil {
@@ -376,9 +371,10 @@ func (q *scheduler) executeOn(t *task, inline bool) {
 	s.execute(t, inline)
 }
 
-// A ticker, not a timer reset after every task: re-arming a runtime timer
-// per command can wake an idle thread each time. A worker exits after one
-// to two workerIdle periods without a task.
+// worker executes tasks until the session ends or it has been idle for
+// workerIdle. A ticker, not a timer reset after every task: re-arming a
+// runtime timer per command can wake an idle thread each time. A worker
+// exits after one to two workerIdle periods without a task.
 func (q *scheduler) worker() {
 	s := q.s
 	tick := time.NewTicker(workerIdle)
@@ -401,7 +397,7 @@ func (q *scheduler) worker() {
 				return
 			}
 			s.mu.Unlock()
-			q.execute(t)
+			q.execute(t, false)
 			busy = true
 		case <-tick.C:
 			s.mu.Lock()

@@ -133,10 +133,7 @@ func (tx *transmitter) enqueue(it txItem, direct bool) bool {
 	first := len(tx.pending) == 1
 	tx.mu.Unlock()
 	if first {
-		select {
-		case tx.wake <- struct{}{}:
-		default:
-		}
+		tx.poke()
 	}
 	return true
 }
@@ -160,12 +157,7 @@ func (tx *transmitter) writeDirect(it txItem) {
 	defer func() {
 		if r := recover(); r != nil {
 			tx.c.srv.recovered(tx.c.log, tx.c, "iscsi: panic in connection transmitter", r)
-			for _, b := range tx.batch {
-				if b.kind == txTask && b.task != nil {
-					b.task.sess.drop(b.task)
-				}
-			}
-			tx.batch = tx.batch[:0]
+			tx.dropBatch()
 			tx.doneWriting()
 		}
 	}()
@@ -268,17 +260,23 @@ func (tx *transmitter) loop() {
 	}
 }
 
+// dropBatch frees the tasks of the batch, which were not sent (writer
+// only).
+func (tx *transmitter) dropBatch() {
+	for _, it := range tx.batch {
+		if it.kind == txTask && it.task != nil {
+			it.task.sess.drop(it.task)
+		}
+	}
+	tx.batch = tx.batch[:0]
+}
+
 // drain frees the tasks still queued after the connection closed, and
 // makes later senders drop theirs. The batch is freed too when the loop
 // owns it (writer); a direct writer frees its own.
 func (tx *transmitter) drain(writer bool) {
 	if writer {
-		for _, it := range tx.batch {
-			if it.kind == txTask && it.task != nil {
-				it.task.sess.drop(it.task)
-			}
-		}
-		tx.batch = tx.batch[:0]
+		tx.dropBatch()
 	}
 	tx.mu.Lock()
 	tx.stopped = true

@@ -35,28 +35,11 @@ func Pread(fd int, p []byte, off int64) (int, error) {
 // kernels). Like PwriteDSync it passes one iovec on the stack, so it does
 // not allocate; it is a raw system call (see ReadNonblock).
 func PreadNoWait(fd int, p []byte, off int64) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	lo := uintptr(off)
-	hi := uintptr(uint64(off) >> (bits.UintSize - 1) >> 1)
-	for {
-		iov := unix.Iovec{Base: &p[0]}
-		iov.SetLen(len(p))
-		n, _, e := unix.RawSyscall6(unix.SYS_PREADV2, uintptr(fd),
-			uintptr(unsafe.Pointer(&iov)), 1, lo, hi, unix.RWF_NOWAIT)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(n), nil
-	}
+	return rw2(true, unix.SYS_PREADV2, fd, p, off, unix.RWF_NOWAIT)
 }
 
-// The next three functions issue their system call with RawSyscall, which
-// does not tell the Go scheduler that the thread is in the kernel. The
+// ReadNonblock, WritevNonblock and PreadNoWait (through rw2) issue their
+// system call with RawSyscall, which does not tell the Go scheduler that the thread is in the kernel. The
 // scheduler's reaction to an ordinary system call costs more than these
 // calls: entering one wakes the runtime's monitor thread whenever every P
 // was idle, which at queue depth 1 is before every command, and that doubled
@@ -127,6 +110,13 @@ func Pwrite(fd int, p []byte, off int64) (int, error) {
 // unix.Pwritev2 it does not tell the race detector that the kernel reads p.
 // Callers must keep p unchanged until it returns (as with any write).
 func PwriteDSync(fd int, p []byte, off int64) (int, error) {
+	return rw2(false, unix.SYS_PWRITEV2, fd, p, off, unix.RWF_DSYNC)
+}
+
+// rw2 is preadv2 or pwritev2 (trap) of p at off with one iovec on the
+// stack and the given RWF_ flags, retrying EINTR; raw issues it with
+// RawSyscall6 (only for calls that cannot wait).
+func rw2(raw bool, trap uintptr, fd int, p []byte, off int64, flags uintptr) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -137,8 +127,13 @@ func PwriteDSync(fd int, p []byte, off int64) (int, error) {
 	for {
 		iov := unix.Iovec{Base: &p[0]}
 		iov.SetLen(len(p))
-		n, _, e := unix.Syscall6(unix.SYS_PWRITEV2, uintptr(fd),
-			uintptr(unsafe.Pointer(&iov)), 1, lo, hi, unix.RWF_DSYNC)
+		var n uintptr
+		var e unix.Errno
+		if raw {
+			n, _, e = unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&iov)), 1, lo, hi, flags)
+		} else {
+			n, _, e = unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&iov)), 1, lo, hi, flags)
+		}
 		if e == unix.EINTR {
 			continue
 		}

@@ -300,12 +300,25 @@ type CommandOptions struct {
 	// Unsolicited sends the first burst as immediate data plus
 	// unsolicited Data-Out (when negotiated); default: immediate data only.
 	NoImmediate bool
+	// ITT, when not 0, is the task tag to use instead of a fresh one
+	// (to probe a tag already in use).
+	ITT uint32
 }
 
 // Command sends a SCSI command and collects its data and status, answering
 // R2Ts with Data-Out. Asynchronous PDUs that arrive meanwhile (NOP-In pings)
 // are answered or skipped.
 func (c *Client) Command(cdb []byte, dataOut []byte, readLen uint32, o CommandOptions) (*Result, error) {
+	itt, err := c.Send(cdb, dataOut, readLen, o)
+	if err != nil {
+		return nil, err
+	}
+	return c.collect(itt, dataOut, readLen)
+}
+
+// Send sends the SCSI Command PDU of Command, with the immediate data
+// negotiated, and returns its task tag without waiting for anything.
+func (c *Client) Send(cdb []byte, dataOut []byte, readLen uint32, o CommandOptions) (itt uint32, err error) {
 	edtl := readLen
 	if dataOut != nil {
 		edtl = uint32(len(dataOut))
@@ -313,7 +326,10 @@ func (c *Client) Command(cdb []byte, dataOut []byte, readLen uint32, o CommandOp
 	if o.EDTL != nil {
 		edtl = *o.EDTL
 	}
-	itt := c.NextITT()
+	itt = o.ITT
+	if itt == 0 {
+		itt = c.NextITT()
+	}
 	cmd := pdu.SCSICommand{
 		Immediate: o.Immediate, Final: true, Read: readLen > 0, Write: dataOut != nil && edtl > 0,
 		Attr: o.Attr, LUN: o.LUN, InitiatorTaskTag: itt, ExpectedDataTransferLn: edtl,
@@ -345,9 +361,11 @@ func (c *Client) Command(cdb []byte, dataOut []byte, readLen uint32, o CommandOp
 	}
 	var h pdu.BHS
 	cmd.Marshal(&h)
-	if err := c.WritePDU(&h, ahs, imm); err != nil {
-		return nil, err
-	}
+	return itt, c.WritePDU(&h, ahs, imm)
+}
+
+// collect reads the answer to the command itt sent by Send.
+func (c *Client) collect(itt uint32, dataOut []byte, readLen uint32) (*Result, error) {
 	res := &Result{}
 	data := make([]byte, 0, readLen)
 	for {

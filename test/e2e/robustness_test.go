@@ -35,8 +35,8 @@ func TestPeersRobustnessTable(t *testing.T) {
 	for _, name := range peersTargets() {
 		set := harness.StartPeers(t, name)
 		p := set.Get(name)
-		for _, pr := range robustProbes {
-			row := runRobustProbe(t, p, pr)
+		for i, pr := range robustProbes {
+			row := runRobustProbe(t, p, pr, byte(0x21+i))
 			rows = append(rows, row)
 			if name != harness.PeerOurs {
 				continue
@@ -64,15 +64,25 @@ func TestPeersRobustnessTable(t *testing.T) {
 	}
 }
 
-// robustProbe is one hostile input. run gets a fresh TCP connection to
-// the portal and the plain LU, does its damage and returns the target's
-// answer in the words of robustAnswer.
+// robustProbe is one hostile input. run gets the connection conn asks
+// for, does its damage and returns the target's answer in the words of
+// robustAnswer.
 type robustProbe struct {
 	name string
 	// want is our daemon's expected answer.
 	want string
-	run  func(t *testing.T, e *probeEnv) string
+	conn probeConn
+	run  func(e *probeEnv, c *targettest.Client) string
 }
+
+// probeConn is what a probe starts from.
+type probeConn int
+
+const (
+	probeNone    probeConn = iota // the probe makes its own connections
+	probeDial                     // a TCP connection to the portal
+	probeSession                  // a session on the plain LU (see probeEnv.login)
+)
 
 type probeEnv struct {
 	p  *harness.Peer
@@ -90,16 +100,23 @@ func (e *probeEnv) dial() (*targettest.Client, error) {
 	return c, nil
 }
 
-// login opens a normal session to the plain LU with InitialR2T=Yes and no
-// immediate data, so that writes wait for an R2T.
+// login opens a prober's session to the plain LU with InitialR2T=Yes and
+// no immediate data, so that writes wait for an R2T.
 func (e *probeEnv) login(isid byte) (*targettest.Client, error) {
+	return e.session("iqn.2026-11.test:prober", isid, pdu.Keys{
+		{Key: "InitialR2T", Value: "Yes"}, {Key: "ImmediateData", Value: "No"}})
+}
+
+// session opens a normal session of initiator name on the plain LU, with
+// keys replacing the client's defaults, and clears its unit attention.
+func (e *probeEnv) session(name string, isid byte, keys pdu.Keys) (*targettest.Client, error) {
 	c, err := e.dial()
 	if err != nil {
 		return nil, err
 	}
+	c.InitiatorName = name
 	c.ISID[5] = isid
-	if err := c.Login(targettest.LoginOptions{Target: e.lu.IQN, Keys: pdu.Keys{
-		{Key: "InitialR2T", Value: "Yes"}, {Key: "ImmediateData", Value: "No"}}}); err != nil {
+	if err := c.Login(targettest.LoginOptions{Target: e.lu.IQN, Keys: keys}); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -122,15 +139,12 @@ func (e *probeEnv) opts() targettest.CommandOptions {
 	return targettest.CommandOptions{LUN: uint64(e.lu.LUN) << 48}
 }
 
-// sendCommand sends a SCSI Command PDU without waiting for anything.
-func (e *probeEnv) sendCommand(c *targettest.Client, itt uint32, cdb []byte, read, write bool, edtl uint32) error {
-	cmd := pdu.SCSICommand{Final: true, Read: read, Write: write, Attr: pdu.AttrSimple, LUN: uint64(e.lu.LUN) << 48,
-		InitiatorTaskTag: itt, ExpectedDataTransferLn: edtl, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN}
-	copy(cmd.CDB[:], cdb)
-	c.CmdSN++
-	var h pdu.BHS
-	cmd.Marshal(&h)
-	return c.WritePDU(&h, nil, nil)
+// noData is opts for a write whose data must wait for an R2T, whatever
+// the target answered to ImmediateData=No.
+func (e *probeEnv) noData() targettest.CommandOptions {
+	o := e.opts()
+	o.NoImmediate = true
+	return o
 }
 
 // robustAnswer reads what the target sends after a probe, up to wait, and
@@ -207,12 +221,8 @@ var robustProbes = []robustProbe{
 	{
 		name: "login naming a session that does not exist (TSIH 0x4242; crashed gotgt)",
 		want: "Login Response 0x020a, then closed",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.dial()
-			if err != nil {
-				return "dial: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeDial,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			req := pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID, TSIH: 0x4242, InitiatorTaskTag: 7}
 			var h pdu.BHS
 			req.Marshal(&h)
@@ -228,15 +238,11 @@ var robustProbes = []robustProbe{
 		name: "Data-Out beyond the expected transfer length (crashed gotgt)",
 		// ABORTED COMMAND, TOO MUCH WRITE DATA; the session goes on.
 		want: "CHECK CONDITION b/0c/0d",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.login(0x21)
-			if err != nil {
-				return "login: " + err.Error()
-			}
-			defer c.Close()
-			itt := c.NextITT()
+		conn: probeSession,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			// WRITE(10) of 2 blocks announcing 1024 bytes, then 2048 bytes of Data-Out.
-			if err := e.sendCommand(c, itt, []byte{0x2a, 0, 0, 0, 0, 0, 0, 0, 2, 0}, false, true, 1024); err != nil {
+			itt, err := c.Send([]byte{0x2a, 0, 0, 0, 0, 0, 0, 0, 2, 0}, make([]byte, 1024), 0, e.noData())
+			if err != nil {
 				return "write: " + err.Error()
 			}
 			rh, _, err := c.Expect(pdu.OpR2T)
@@ -258,7 +264,7 @@ var robustProbes = []robustProbe{
 	{
 		name: "200 logins and logouts, 4 at a time, during I/O (crashed gotgt)",
 		want: "200 of 200 logged in",
-		run: func(t *testing.T, e *probeEnv) string {
+		run: func(e *probeEnv, _ *targettest.Client) string {
 			var ok atomic.Int64
 			var mu sync.Mutex
 			var first error
@@ -298,12 +304,8 @@ var robustProbes = []robustProbe{
 	{
 		name: "data segment of 16 MiB announced in the first login PDU",
 		want: "Login Response 0x0200, then closed",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.dial()
-			if err != nil {
-				return "dial: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeDial,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			req := pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID, InitiatorTaskTag: 7}
 			var h pdu.BHS
 			req.Marshal(&h)
@@ -317,12 +319,8 @@ var robustProbes = []robustProbe{
 	{
 		name: "48 bytes of garbage instead of a login",
 		want: "closed",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.dial()
-			if err != nil {
-				return "dial: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeDial,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			junk := bytes.Repeat([]byte{0x5a, 0xa5, 0xff, 0x00}, 12)
 			if err := c.WriteRaw(junk); err != nil {
 				return "write: " + err.Error()
@@ -333,11 +331,8 @@ var robustProbes = []robustProbe{
 	{
 		name: "half a header, then the connection closed",
 		want: "(the prober closed first)",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.dial()
-			if err != nil {
-				return "dial: " + err.Error()
-			}
+		conn: probeDial,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			var h pdu.BHS
 			req := pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID}
 			req.Marshal(&h)
@@ -349,12 +344,8 @@ var robustProbes = []robustProbe{
 	{
 		name: "data segment longer than MaxRecvDataSegmentLength (NOP-Out, 1 MiB)",
 		want: "Reject 0x04, then closed",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.login(0x22)
-			if err != nil {
-				return "login: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeSession,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			n := pdu.NOPOut{Immediate: true, InitiatorTaskTag: 5, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN}
 			var h pdu.BHS
 			n.Marshal(&h)
@@ -371,12 +362,8 @@ var robustProbes = []robustProbe{
 	{
 		name: "unknown opcode 0x1c with data",
 		want: "Reject 0x05",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.login(0x23)
-			if err != nil {
-				return "login: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeSession,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			var h pdu.BHS
 			h[0] = 0x1c
 			h[1] = 0x80
@@ -389,12 +376,8 @@ var robustProbes = []robustProbe{
 	{
 		name: "SNACK at ErrorRecoveryLevel 0",
 		want: "Reject 0x04",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.login(0x24)
-			if err != nil {
-				return "login: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeSession,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			s := pdu.SNACKRequest{Type: 0, InitiatorTaskTag: 1}
 			var h pdu.BHS
 			s.Marshal(&h)
@@ -407,20 +390,18 @@ var robustProbes = []robustProbe{
 	{
 		name: "a second command with the task tag of one in progress",
 		want: "Reject 0x07",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.login(0x25)
+		conn: probeSession,
+		run: func(e *probeEnv, c *targettest.Client) string {
+			itt, err := c.Send([]byte{0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0}, make([]byte, 512), 0, e.noData())
 			if err != nil {
-				return "login: " + err.Error()
-			}
-			defer c.Close()
-			itt := c.NextITT()
-			if err := e.sendCommand(c, itt, []byte{0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0}, false, true, 512); err != nil {
 				return "write: " + err.Error()
 			}
 			if _, _, err := c.Expect(pdu.OpR2T); err != nil {
 				return "no R2T: " + describeReadErr(err)
 			}
-			if err := e.sendCommand(c, itt, []byte{0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0}, true, false, 512); err != nil {
+			o := e.opts()
+			o.ITT = itt
+			if _, err := c.Send([]byte{0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0}, nil, 512, o); err != nil {
 				return "write: " + err.Error()
 			}
 			return robustAnswer(c, 3*time.Second)
@@ -429,14 +410,10 @@ var robustProbes = []robustProbe{
 	{
 		name: "READ(16) of 2^32-1 blocks, EDTL 4 GiB - 1",
 		want: "CHECK CONDITION 5/21/00",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.login(0x26)
-			if err != nil {
-				return "login: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeSession,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			cdb := []byte{0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0}
-			if err := e.sendCommand(c, c.NextITT(), cdb, true, false, 0xffffffff); err != nil {
+			if _, err := c.Send(cdb, nil, 0xffffffff, e.opts()); err != nil {
 				return "write: " + err.Error()
 			}
 			return robustAnswer(c, 3*time.Second)
@@ -445,12 +422,8 @@ var robustProbes = []robustProbe{
 	{
 		name: "ORWRITE(16) of one block (crashed gotgt)",
 		want: "GOOD",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.login(0x27)
-			if err != nil {
-				return "login: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeSession,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			cdb := []byte{0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 1, 0, 0}
 			r, err := c.Command(cdb, bytes.Repeat([]byte{1}, 512), 0, e.opts())
 			if err != nil {
@@ -466,12 +439,8 @@ var robustProbes = []robustProbe{
 	{
 		name: "non-immediate NOP-Out, then a command 6 s later (hung gotgt's session)",
 		want: "NOP-In; GOOD",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.login(0x28)
-			if err != nil {
-				return "login: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeSession,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			n := pdu.NOPOut{InitiatorTaskTag: 0x11, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN}
 			c.CmdSN++
 			var h pdu.BHS
@@ -481,7 +450,7 @@ var robustProbes = []robustProbe{
 			}
 			first := robustAnswer(c, 3*time.Second)
 			time.Sleep(6 * time.Second)
-			if err := e.sendCommand(c, c.NextITT(), []byte{0, 0, 0, 0, 0, 0}, false, false, 0); err != nil {
+			if _, err := c.Send([]byte{0, 0, 0, 0, 0, 0}, nil, 0, e.opts()); err != nil {
 				return first + "; write: " + err.Error()
 			}
 			return first + "; " + robustAnswer(c, 3*time.Second)
@@ -490,19 +459,15 @@ var robustProbes = []robustProbe{
 	{
 		name: "CmdSN far outside the window, then one in it",
 		want: "GOOD",
-		run: func(t *testing.T, e *probeEnv) string {
-			c, err := e.login(0x29)
-			if err != nil {
-				return "login: " + err.Error()
-			}
-			defer c.Close()
+		conn: probeSession,
+		run: func(e *probeEnv, c *targettest.Client) string {
 			good := c.CmdSN
 			c.CmdSN += 1 << 30
-			if err := e.sendCommand(c, c.NextITT(), []byte{0, 0, 0, 0, 0, 0}, false, false, 0); err != nil {
+			if _, err := c.Send([]byte{0, 0, 0, 0, 0, 0}, nil, 0, e.opts()); err != nil {
 				return "write: " + err.Error()
 			}
 			c.CmdSN = good
-			if err := e.sendCommand(c, c.NextITT(), []byte{0, 0, 0, 0, 0, 0}, false, false, 0); err != nil {
+			if _, err := c.Send([]byte{0, 0, 0, 0, 0, 0}, nil, 0, e.opts()); err != nil {
 				return "write: " + err.Error()
 			}
 			return robustAnswer(c, 3*time.Second)
@@ -518,7 +483,7 @@ type robustRow struct {
 
 // runRobustProbe runs one probe against p with a bystander session doing
 // verified I/O on another part of the LU.
-func runRobustProbe(t *testing.T, p *harness.Peer, pr robustProbe) robustRow {
+func runRobustProbe(t *testing.T, p *harness.Peer, pr robustProbe, isid byte) robustRow {
 	row := robustRow{target: p.Name, probe: pr.name}
 	// A peer starts every probe afresh, so that damage done by one probe
 	// (tgt's heap corruption shows up a probe later) is charged to it. Ours
@@ -536,7 +501,7 @@ func runRobustProbe(t *testing.T, p *harness.Peer, pr robustProbe) robustRow {
 		by.stop()
 		return row
 	}
-	row.answer = pr.run(t, e)
+	row.answer = runProbe(e, pr, isid)
 	before := by.ops.Load()
 	// Let the target react, then require the bystander to make progress.
 	err := by.waitOps(before+20, 10*time.Second)
@@ -562,6 +527,26 @@ func runRobustProbe(t *testing.T, p *harness.Peer, pr robustProbe) robustRow {
 	return row
 }
 
+// runProbe opens the connection pr asks for and runs it.
+func runProbe(e *probeEnv, pr robustProbe, isid byte) string {
+	var c *targettest.Client
+	var err error
+	switch pr.conn {
+	case probeDial:
+		if c, err = e.dial(); err != nil {
+			return "dial: " + err.Error()
+		}
+	case probeSession:
+		if c, err = e.login(isid); err != nil {
+			return "login: " + err.Error()
+		}
+	}
+	if c != nil {
+		defer c.Close()
+	}
+	return pr.run(e, c)
+}
+
 type bystander struct {
 	ops  atomic.Int64
 	quit atomic.Bool
@@ -578,24 +563,13 @@ func startBystander(e *probeEnv) *bystander {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		nc, err := harness.DialNetns(e.p.Netns, e.p.Portal, 5*time.Second)
+		c, err := e.session("iqn.2026-11.test:bystander", 1, nil)
 		if err != nil {
-			b.fail(err)
-			return
-		}
-		c := targettest.NewClient(nc)
-		defer c.Close()
-		c.InitiatorName = "iqn.2026-11.test:bystander"
-		if err := c.Login(targettest.LoginOptions{Target: e.lu.IQN}); err != nil {
 			b.fail(fmt.Errorf("login: %w", err))
 			return
 		}
+		defer c.Close()
 		o := e.opts()
-		for i := 0; i < 3; i++ {
-			if r, err := c.Command([]byte{0, 0, 0, 0, 0, 0}, nil, 0, o); err != nil || r.Status == 0 {
-				break
-			}
-		}
 		buf := make([]byte, 4096)
 		for i := 0; i < 100000 && !b.quit.Load(); i++ {
 			lba := uint32(1024 + i%64*8)
