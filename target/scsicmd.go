@@ -194,15 +194,22 @@ func (c *conn) progress(t *task) error {
 		return nil
 	}
 	t.cmd.DataOut = t.data[:t.want]
+	// Once markReady has handed t to a worker, t is not the receiver's to
+	// read: the worker may finish it and another session reuse it from
+	// the pool. Whether to run it here is decided under s.mu.
+	run := false
 	s.mu.Lock()
 	if t.state == stateCollecting {
 		s.sched.inlineOK = true
 		s.sched.markReady(t)
 		s.sched.inlineOK = false
+		run, t.inline = t.inline, false
 	}
 	s.mu.Unlock()
-	if t.inline {
-		t.inline = false
+	if h := s.srv.readyHook.Load(); h != nil {
+		(*h)()
+	}
+	if run {
 		return c.runInline(t)
 	}
 	return nil

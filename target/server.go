@@ -273,6 +273,10 @@ type Server struct {
 	// tmfHook, likewise, runs at the start of the goroutine that sends a
 	// task management response once the aborted tasks have drained.
 	tmfHook atomic.Pointer[func()]
+	// readyHook, likewise, runs in the receiver right after it has made a
+	// task ready (and possibly handed it to a worker), before it looks at
+	// whether to run it inline: a test widens that window with it.
+	readyHook atomic.Pointer[func()]
 }
 
 // recovered logs a recovered panic p with msg and the stack, counts it in

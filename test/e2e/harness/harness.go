@@ -323,8 +323,38 @@ func tailFile(path string, lines int) string {
 		return err.Error()
 	}
 	s := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	var reports []string
 	if len(s) > lines {
+		// A race or panic report above the tail is what the failure
+		// needs most; keep it whole.
+		reports = crashReports(s[:len(s)-lines])
 		s = s[len(s)-lines:]
 	}
-	return strings.Join(s, "\n")
+	return strings.Join(append(reports, s...), "\n")
+}
+
+// crashReports returns the race detector's reports and Go panics found in
+// lines, each up to 150 lines, prefixed by where it starts.
+func crashReports(lines []string) []string {
+	var out []string
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		if !strings.Contains(l, "WARNING: DATA RACE") && !strings.HasPrefix(l, "panic: ") && !strings.HasPrefix(l, "fatal error: ") {
+			continue
+		}
+		out = append(out, fmt.Sprintf("[report at log line %d]", i+1))
+		end := min(i+150, len(lines))
+		for j := i; j < end; j++ {
+			out = append(out, lines[j])
+			if j > i && lines[j] == "==================" {
+				end = j + 1
+				break
+			}
+		}
+		i = end - 1
+	}
+	if len(out) > 0 {
+		out = append(out, "[log tail]")
+	}
+	return out
 }

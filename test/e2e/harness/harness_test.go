@@ -125,3 +125,32 @@ func TestPickControlPort(t *testing.T) {
 		}
 	}
 }
+
+func TestTailFileKeepsRaceReport(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("start\n==================\nWARNING: DATA RACE\nWrite at 0x1 by goroutine 7:\n  pkg.f()\n==================\n")
+	for i := 0; i < 300; i++ {
+		b.WriteString("level=info msg=filler\n")
+	}
+	b.WriteString("Found 1 data race(s)\n")
+	path := filepath.Join(t.TempDir(), "log")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := tailFile(path, 10)
+	for _, want := range []string{"[report at log line 3]", "WARNING: DATA RACE", "  pkg.f()", "[log tail]", "Found 1 data race(s)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("tail lacks %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "\n") + 1; n != 10+6 {
+		t.Errorf("tail has %d lines, want 16 (10 tail, 4 report, 2 markers):\n%s", n, got)
+	}
+	// Without a report above the tail, just the tail.
+	if err := os.WriteFile(path, []byte("a\nb\nc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := tailFile(path, 2); got != "b\nc" {
+		t.Errorf("tail = %q, want \"b\\nc\"", got)
+	}
+}
