@@ -63,19 +63,11 @@ func (c *conn) login() error {
 	}
 	defer st.authEnd()
 	for {
-		if err := pdu.ReadHeader(c.br, &c.hdr, pdu.Digests{}, loginMaxSegment); err != nil {
-			if errors.Is(err, pdu.ErrSegmentTooLong) && c.hdr.BHS.Opcode() == pdu.OpLoginRequest {
-				// The header is whole: answer it without reading the
-				// segment (RFC 7143 §13.12: 8192 bytes during login).
-				var req pdu.LoginRequest
-				if req.Unmarshal(&c.hdr.BHS) == nil {
-					if !st.started {
-						st.isid, st.tsih, st.cmdSN, st.stage = req.ISID, req.TSIH, req.CmdSN, req.CSG
-					}
-					return st.reject(&req, pdu.LoginInitiatorError,
-						fmt.Sprintf("login data segment of %d bytes, more than %d", c.hdr.BHS.DataSegmentLength(), loginMaxSegment))
-				}
-			}
+		err := pdu.ReadHeader(c.br, &c.hdr, pdu.Digests{}, loginMaxSegment)
+		// A segment over the login limit leaves a whole header: step
+		// answers it without reading the segment.
+		tooLong := errors.Is(err, pdu.ErrSegmentTooLong)
+		if err != nil && !tooLong {
 			return fmt.Errorf("iscsi: reading login request: %w", err)
 		}
 		c.lastRx.Store(time.Now().UnixNano())
@@ -84,7 +76,7 @@ func (c *conn) login() error {
 			// (RFC 7143 §6.3); there is no session to reject within.
 			return fmt.Errorf("iscsi: %v received during login", op)
 		}
-		done, err := st.step()
+		done, err := st.step(tooLong)
 		if err != nil || done {
 			if err == nil {
 				_ = c.nc.SetDeadline(time.Time{})
@@ -94,9 +86,10 @@ func (c *conn) login() error {
 	}
 }
 
-// step handles one Login Request. It returns done when the connection has
-// entered full feature phase.
-func (st *loginState) step() (bool, error) {
+// step handles one Login Request; tooLong: its data segment is over the
+// 8192 bytes allowed during login (RFC 7143 §13.12) and is not read. It
+// returns done when the connection has entered full feature phase.
+func (st *loginState) step(tooLong bool) (bool, error) {
 	c := st.c
 	var req pdu.LoginRequest
 	if err := req.Unmarshal(&c.hdr.BHS); err != nil {
@@ -105,9 +98,12 @@ func (st *loginState) step() (bool, error) {
 	if len(c.hdr.AHS) != 0 {
 		return false, st.reject(&req, pdu.LoginInitiatorError, "login request with AHS")
 	}
-	data := make([]byte, c.hdr.BHS.DataSegmentLength())
-	if err := c.readData(data); err != nil {
-		return false, err
+	var data []byte
+	if !tooLong {
+		data = make([]byte, c.hdr.BHS.DataSegmentLength())
+		if err := c.readData(data); err != nil {
+			return false, err
+		}
 	}
 	if !st.started {
 		st.started = true
@@ -120,6 +116,10 @@ func (st *loginState) step() (bool, error) {
 		}
 	} else if req.ISID != st.isid || req.TSIH != st.tsih || req.CID != st.cid {
 		return false, st.reject(&req, pdu.LoginInitiatorError, "ISID, TSIH or CID changed during login")
+	}
+	if tooLong {
+		return false, st.reject(&req, pdu.LoginInitiatorError,
+			fmt.Sprintf("login data segment of %d bytes, more than %d", c.hdr.BHS.DataSegmentLength(), loginMaxSegment))
 	}
 	if req.CSG != st.stage || req.CSG == 2 || req.CSG == pdu.StageFullFeature {
 		return false, st.reject(&req, pdu.LoginInitiatorError,

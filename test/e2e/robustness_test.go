@@ -173,6 +173,22 @@ func robustAnswer(c *targettest.Client, wait time.Duration) string {
 	}
 }
 
+// answer is the target's answer to what a probe just wrote (robustAnswer
+// with the probes' 3 s wait), or what went wrong writing it.
+func answer(c *targettest.Client, werr error) string {
+	if werr != nil {
+		return "write: " + werr.Error()
+	}
+	return robustAnswer(c, 3*time.Second)
+}
+
+// header returns the encoded BHS of an initiator PDU.
+func header(m interface{ Marshal(*pdu.BHS) }) *pdu.BHS {
+	var h pdu.BHS
+	m.Marshal(&h)
+	return &h
+}
+
 func describeReadErr(err error) string {
 	switch {
 	case isTimeout(err):
@@ -223,15 +239,10 @@ var robustProbes = []robustProbe{
 		want: "Login Response 0x020a, then closed",
 		conn: probeDial,
 		run: func(e *probeEnv, c *targettest.Client) string {
-			req := pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID, TSIH: 0x4242, InitiatorTaskTag: 7}
-			var h pdu.BHS
-			req.Marshal(&h)
+			h := header(&pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID, TSIH: 0x4242, InitiatorTaskTag: 7})
 			keys := pdu.Keys{{Key: "InitiatorName", Value: c.InitiatorName}, {Key: "TargetName", Value: e.lu.IQN},
 				{Key: "SessionType", Value: "Normal"}}
-			if err := c.WritePDU(&h, nil, pdu.AppendText(nil, keys)); err != nil {
-				return "write: " + err.Error()
-			}
-			return robustAnswer(c, 3*time.Second)
+			return answer(c, c.WritePDU(h, nil, pdu.AppendText(nil, keys)))
 		},
 	},
 	{
@@ -252,9 +263,7 @@ var robustProbes = []robustProbe{
 			ttt := binary.BigEndian.Uint32(rh.BHS[20:24])
 			for i, seg := range []struct{ off, n uint32 }{{0, 1024}, {1024, 512}, {1536, 512}} {
 				d := pdu.DataOut{Final: i == 2, InitiatorTaskTag: itt, TargetTransferTag: ttt, DataSN: uint32(i), BufferOffset: seg.off}
-				var dh pdu.BHS
-				d.Marshal(&dh)
-				if err := c.WritePDU(&dh, nil, make([]byte, seg.n)); err != nil {
+				if err := c.WritePDU(header(&d), nil, make([]byte, seg.n)); err != nil {
 					break
 				}
 			}
@@ -306,14 +315,9 @@ var robustProbes = []robustProbe{
 		want: "Login Response 0x0200, then closed",
 		conn: probeDial,
 		run: func(e *probeEnv, c *targettest.Client) string {
-			req := pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID, InitiatorTaskTag: 7}
-			var h pdu.BHS
-			req.Marshal(&h)
+			h := header(&pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID, InitiatorTaskTag: 7})
 			h.SetLengths(0, 16<<20-1)
-			if err := c.WriteRaw(append(h[:], "InitiatorName=iqn.2026-11.test:prober\x00"...)); err != nil {
-				return "write: " + err.Error()
-			}
-			return robustAnswer(c, 3*time.Second)
+			return answer(c, c.WriteRaw(append(h[:], "InitiatorName=iqn.2026-11.test:prober\x00"...)))
 		},
 	},
 	{
@@ -321,11 +325,7 @@ var robustProbes = []robustProbe{
 		want: "closed",
 		conn: probeDial,
 		run: func(e *probeEnv, c *targettest.Client) string {
-			junk := bytes.Repeat([]byte{0x5a, 0xa5, 0xff, 0x00}, 12)
-			if err := c.WriteRaw(junk); err != nil {
-				return "write: " + err.Error()
-			}
-			return robustAnswer(c, 3*time.Second)
+			return answer(c, c.WriteRaw(bytes.Repeat([]byte{0x5a, 0xa5, 0xff, 0x00}, 12)))
 		},
 	},
 	{
@@ -333,9 +333,7 @@ var robustProbes = []robustProbe{
 		want: "(the prober closed first)",
 		conn: probeDial,
 		run: func(e *probeEnv, c *targettest.Client) string {
-			var h pdu.BHS
-			req := pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID}
-			req.Marshal(&h)
+			h := header(&pdu.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: c.ISID})
 			_ = c.WriteRaw(h[:20])
 			c.Close()
 			return "(the prober closed first)"
@@ -346,9 +344,7 @@ var robustProbes = []robustProbe{
 		want: "Reject 0x04, then closed",
 		conn: probeSession,
 		run: func(e *probeEnv, c *targettest.Client) string {
-			n := pdu.NOPOut{Immediate: true, InitiatorTaskTag: 5, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN}
-			var h pdu.BHS
-			n.Marshal(&h)
+			h := header(&pdu.NOPOut{Immediate: true, InitiatorTaskTag: 5, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN})
 			h.SetLengths(0, 1<<20)
 			if err := c.WriteRaw(h[:]); err != nil {
 				return "write: " + err.Error()
@@ -367,10 +363,7 @@ var robustProbes = []robustProbe{
 			var h pdu.BHS
 			h[0] = 0x1c
 			h[1] = 0x80
-			if err := c.WritePDU(&h, nil, []byte("junk")); err != nil {
-				return "write: " + err.Error()
-			}
-			return robustAnswer(c, 3*time.Second)
+			return answer(c, c.WritePDU(&h, nil, []byte("junk")))
 		},
 	},
 	{
@@ -378,13 +371,7 @@ var robustProbes = []robustProbe{
 		want: "Reject 0x04",
 		conn: probeSession,
 		run: func(e *probeEnv, c *targettest.Client) string {
-			s := pdu.SNACKRequest{Type: 0, InitiatorTaskTag: 1}
-			var h pdu.BHS
-			s.Marshal(&h)
-			if err := c.WritePDU(&h, nil, nil); err != nil {
-				return "write: " + err.Error()
-			}
-			return robustAnswer(c, 3*time.Second)
+			return answer(c, c.WritePDU(header(&pdu.SNACKRequest{Type: 0, InitiatorTaskTag: 1}), nil, nil))
 		},
 	},
 	{
@@ -401,10 +388,8 @@ var robustProbes = []robustProbe{
 			}
 			o := e.opts()
 			o.ITT = itt
-			if _, err := c.Send([]byte{0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0}, nil, 512, o); err != nil {
-				return "write: " + err.Error()
-			}
-			return robustAnswer(c, 3*time.Second)
+			_, err = c.Send([]byte{0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0}, nil, 512, o)
+			return answer(c, err)
 		},
 	},
 	{
@@ -413,10 +398,8 @@ var robustProbes = []robustProbe{
 		conn: probeSession,
 		run: func(e *probeEnv, c *targettest.Client) string {
 			cdb := []byte{0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0}
-			if _, err := c.Send(cdb, nil, 0xffffffff, e.opts()); err != nil {
-				return "write: " + err.Error()
-			}
-			return robustAnswer(c, 3*time.Second)
+			_, err := c.Send(cdb, nil, 0xffffffff, e.opts())
+			return answer(c, err)
 		},
 	},
 	{
@@ -441,19 +424,12 @@ var robustProbes = []robustProbe{
 		want: "NOP-In; GOOD",
 		conn: probeSession,
 		run: func(e *probeEnv, c *targettest.Client) string {
-			n := pdu.NOPOut{InitiatorTaskTag: 0x11, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN}
+			h := header(&pdu.NOPOut{InitiatorTaskTag: 0x11, TargetTransferTag: pdu.ReservedTag, CmdSN: c.CmdSN, ExpStatSN: c.ExpStatSN})
 			c.CmdSN++
-			var h pdu.BHS
-			n.Marshal(&h)
-			if err := c.WritePDU(&h, nil, []byte("ping")); err != nil {
-				return "write: " + err.Error()
-			}
-			first := robustAnswer(c, 3*time.Second)
+			first := answer(c, c.WritePDU(h, nil, []byte("ping")))
 			time.Sleep(6 * time.Second)
-			if _, err := c.Send([]byte{0, 0, 0, 0, 0, 0}, nil, 0, e.opts()); err != nil {
-				return first + "; write: " + err.Error()
-			}
-			return first + "; " + robustAnswer(c, 3*time.Second)
+			_, err := c.Send([]byte{0, 0, 0, 0, 0, 0}, nil, 0, e.opts())
+			return first + "; " + answer(c, err)
 		},
 	},
 	{
@@ -467,10 +443,8 @@ var robustProbes = []robustProbe{
 				return "write: " + err.Error()
 			}
 			c.CmdSN = good
-			if _, err := c.Send([]byte{0, 0, 0, 0, 0, 0}, nil, 0, e.opts()); err != nil {
-				return "write: " + err.Error()
-			}
-			return robustAnswer(c, 3*time.Second)
+			_, err := c.Send([]byte{0, 0, 0, 0, 0, 0}, nil, 0, e.opts())
+			return answer(c, err)
 		},
 	},
 }
