@@ -52,6 +52,7 @@ var (
 	descInlineCommands  = desc("inline_commands_total", "Commands run by the connection's receiver itself (the only command of its session, an ordinary read or write), without a hand-off to a worker.")
 	descInlineRequeued  = desc("inline_requeued_total", "Inline reads handed to a worker after all because their data was not in the page cache or no buffer memory was free.")
 	descInlineHandovers = desc("inline_handovers_total", "Receivers held up by an inline command for two watchdog ticks and replaced by a new receiver.")
+	descBusyPolls       = desc("busy_polls_total", "Polls of an empty socket by a receiver whose session had nothing in flight, by outcome (data: the next PDU arrived within the busy-poll window; empty: the window ran out).", "outcome")
 
 	descLeaseHeld      = desc("lease_held", "1 while an initiator holds the target's single-writer lease, else 0 (always 0 in shared access mode).", "target")
 	descLeaseAlive     = desc("lease_holder_alive", "1 while the lease holder has a live session, else 0.", "target")
@@ -104,7 +105,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descCommands, descDuration, descReadBytes, descWrittenBytes, descErrors,
 		descConflicts, descPRRegs, descReserved, descBusy, descUnknownLUN, descCapacity, descConnsRefused, descSessRefused,
 		descBufferWaits, descBufferRefusals, descBufferBytes, descBufferLimit,
-		descInlineCommands, descInlineRequeued, descInlineHandovers,
+		descInlineCommands, descInlineRequeued, descInlineHandovers, descBusyPolls,
 	} {
 		ch <- d
 	}
@@ -146,6 +147,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descInlineCommands, st.Inline.Commands)
 	counter(descInlineRequeued, st.Inline.Requeued)
 	counter(descInlineHandovers, st.Inline.Handovers)
+	counter(descBusyPolls, st.BusyPoll.Data, "data")
+	counter(descBusyPolls, st.BusyPoll.Empty, "empty")
 
 	for _, n := range st.Nodes {
 		gauge(descSessions, float64(n.Sessions), n.Name)

@@ -206,7 +206,10 @@ func (c *conn) requestLogout(time2Wait uint16) {
 // readData reads the data segment of the current header into dst (which
 // must have the segment's length).
 func (c *conn) readData(dst []byte) error {
-	return pdu.ReadData(c.br, dst, c.digests)
+	c.sio.poll.mid = true // the rest of the PDU is on its way: worth polling for
+	err := pdu.ReadData(c.br, dst, c.digests)
+	c.sio.poll.mid = false
+	return err
 }
 
 // discardData reads and drops the current header's data segment.

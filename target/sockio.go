@@ -29,6 +29,7 @@ type sockIO struct {
 	rp              []byte // reader only
 	rn              int
 	rerr            error
+	poll            connPoll     // reader only (busypoll.go)
 	iov             []unix.Iovec // writer only
 	werr            error
 }
@@ -68,9 +69,15 @@ func (s *sockIO) Read(p []byte) (int, error) {
 }
 
 // readOnce is the read callback: false asks rc to wait until the socket
-// is readable and call it again.
+// is readable and call it again. An empty socket may first be polled for a
+// while (busypoll.go).
 func (s *sockIO) readOnce(fd uintptr) bool {
 	s.rn, s.rerr = sysio.ReadNonblock(int(fd), s.rp)
+	if s.rerr == unix.EAGAIN {
+		if n, polled, err := s.poll.poll(int(fd), s.rp); polled {
+			s.rn, s.rerr = n, err
+		}
+	}
 	return s.rerr != unix.EAGAIN
 }
 

@@ -132,6 +132,9 @@ type Stats struct {
 	// Inline counts commands run by their connection's receiver
 	// (inline.go).
 	Inline InlineStats
+	// BusyPoll counts the polls of receivers that found their socket
+	// empty (busypoll.go).
+	BusyPoll BusyPollStats
 	// Nodes has one entry per configured target, in configuration order.
 	Nodes []NodeStats
 }
@@ -146,6 +149,15 @@ type InlineStats struct {
 	// Handovers: receivers held up by an inline command for two watchdog
 	// ticks, replaced by a new receiver goroutine.
 	Handovers uint64
+}
+
+// BusyPollStats counts busy polling (busypoll.go).
+type BusyPollStats struct {
+	// Data: polls that ended because data (or the end of the stream)
+	// arrived.
+	Data uint64
+	// Empty: polls that ran their whole window without data.
+	Empty uint64
 }
 
 // NodeStats is the snapshot of one target node.
@@ -183,7 +195,7 @@ type NodeStats struct {
 // systemd watchdog relies on that).
 func (s *Server) Stats() Stats {
 	st := Stats{ConnectionsAccepted: s.stats.accepted.Load(), CHAPFailures: s.stats.chapFailures.Load(),
-		Panics: s.stats.panics.Load(), Limits: s.LimitStats(), Auth: s.AuthStats(), Inline: s.watch.stats()}
+		Panics: s.stats.panics.Load(), Limits: s.LimitStats(), Auth: s.AuthStats(), Inline: s.watch.stats(), BusyPoll: s.poll.stats()}
 	for i := range st.Logins {
 		st.Logins[i] = s.stats.logins[i].Load()
 	}

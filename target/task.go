@@ -190,6 +190,11 @@ type scheduler struct {
 	maxWorkers  int
 	stopped     bool
 	inlineOK    bool // the receiver would run the task it is starting
+	// started counts the tasks whose data is complete and that have not
+	// retired (waiting or running): while it is 0, whatever happens next
+	// in the session comes from the initiator (busypoll.go). Written
+	// under s.mu, read by the receiver without it.
+	started atomic.Int32
 }
 
 // workerIdle is how long an idle worker waits before it exits, so idle
@@ -223,6 +228,9 @@ func (q *scheduler) deliver(t *task) {
 // markReady records that t's data is complete and starts what may start;
 // the caller holds s.mu.
 func (q *scheduler) markReady(t *task) {
+	if !t.ready {
+		q.started.Add(1)
+	}
 	t.ready = true
 	t.state = stateWaiting
 	if q.orderedLive == 0 || t.attr == scsi.AttrHeadOfQueue {
@@ -318,6 +326,9 @@ func (q *scheduler) retire(t *task) {
 	wasOrdered := t.attr == scsi.AttrOrdered
 	if wasOrdered {
 		q.orderedLive--
+	}
+	if t.ready {
+		q.started.Add(-1)
 	}
 	t.state = stateDone
 	if wasOrdered || q.orderedLive > 0 {

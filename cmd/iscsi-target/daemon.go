@@ -512,12 +512,30 @@ func restartOnly(a, b *config.File) []string {
 	if !reflect.DeepEqual(na, nb) {
 		out = append(out, "negotiation changed: takes effect at the next restart")
 	}
+	if busyPollOf(a) != busyPollOf(b) {
+		out = append(out, "busy_poll changed: takes effect at the next restart")
+	}
 	la, lb := a.Limits, b.Limits
 	la.Pos, lb.Pos = config.Pos{}, config.Pos{}
 	if !reflect.DeepEqual(la, lb) {
 		out = append(out, "limits changed: take effect at the next restart")
 	}
 	return out
+}
+
+// defaultBusyPoll is the --busy-poll default (the target's own default).
+const defaultBusyPoll = 50 * time.Microsecond
+
+// busyPollOf returns f's busy-poll window as target.Config wants it:
+// negative when the file turns polling off.
+func busyPollOf(f *config.File) time.Duration {
+	switch {
+	case f.BusyPoll == nil:
+		return defaultBusyPoll
+	case *f.BusyPoll == 0:
+		return -1
+	}
+	return *f.BusyPoll
 }
 
 // timersOf returns the liveness timers of f with the daemon's defaults.
@@ -589,8 +607,8 @@ func fileFromFlags(sc *serveConfig) *config.File {
 		Limits: config.Limits{MaxConnections: sc.maxConns, MaxConnectionsPerSource: sc.maxPerSrc,
 			DataBufferBudget: config.Size(sc.budget)},
 	}
-	iv, tmo := sc.nopIntv, sc.nopTmo
-	f.NOPInterval, f.NOPTimeout = &iv, &tmo
+	iv, tmo, bp := sc.nopIntv, sc.nopTmo, sc.busyPoll
+	f.NOPInterval, f.NOPTimeout, f.BusyPoll = &iv, &tmo, &bp
 	t := config.Target{Name: sc.iqn, MaxSessions: sc.maxSess}
 	for _, s := range sc.luns {
 		id := s.ID

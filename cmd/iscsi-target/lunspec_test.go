@@ -146,6 +146,8 @@ func TestServeUsageErrors(t *testing.T) {
 		{[]string{"--advertise", "0.0.0.0:3260"}, "wildcard"},
 		{[]string{"--lun", "/a,id=1", "--lun", "/b,id=1"}, "both use LUN id 1"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+		{[]string{"--busy-poll", "2ms"}, "--busy-poll 2ms: want 0 (off) to 1ms"},
+		{[]string{"--busy-poll", "-1us"}, "--busy-poll -1µs"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

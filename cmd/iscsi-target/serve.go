@@ -47,6 +47,7 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
 			&cli.StringFlag{Name: "state-dir", Usage: "`DIR` for persistent state (default /var/lib/iscsi-target, or ~/.local/state/iscsi-target when not root)"},
 			&cli.DurationFlag{Name: "nop-interval", Value: 5 * time.Second, Usage: "send a NOP-In ping after this much silence (0 disables)"},
 			&cli.DurationFlag{Name: "nop-timeout", Value: 10 * time.Second, Usage: "declare a connection dead when a ping is not answered in this time"},
+			&cli.DurationFlag{Name: "busy-poll", Value: defaultBusyPoll, Usage: "poll an idle session's socket this long for its next command before sleeping: lower latency at queue depth 1 for CPU (0 disables, at most 1ms)"},
 			metricsListenFlag(),
 			&cli.StringFlag{Name: "admin-socket", Usage: "`PATH` of the admin socket used by the sessions and lease commands (default STATE-DIR/admin.sock; \"none\" disables it)"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long SIGTERM waits for initiators to log out"},
@@ -116,6 +117,7 @@ type serveConfig struct {
 	adminSock string
 	nopIntv   time.Duration
 	nopTmo    time.Duration
+	busyPoll  time.Duration
 	shutdown  time.Duration
 	maxConns  int
 	maxPerSrc int
@@ -135,6 +137,7 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 		stateDir:  c.String("state-dir"),
 		nopIntv:   c.Duration("nop-interval"),
 		nopTmo:    c.Duration("nop-timeout"),
+		busyPoll:  c.Duration("busy-poll"),
 		shutdown:  c.Duration("shutdown-timeout"),
 	}
 	var err error
@@ -189,6 +192,9 @@ func parseServe(c *cli.Context) (*serveConfig, error) {
 	sc.budget = b
 	if sc.nopIntv < 0 || sc.nopTmo <= 0 {
 		return nil, usageError("--nop-interval must be >= 0 and --nop-timeout > 0")
+	}
+	if sc.busyPoll < 0 || sc.busyPoll > config.MaxBusyPoll {
+		return nil, usageError("--busy-poll %v: want 0 (off) to %v", sc.busyPoll, config.MaxBusyPoll)
 	}
 	specs := c.StringSlice("lun")
 	if len(specs) == 0 && !c.IsSet("config") {
@@ -245,6 +251,7 @@ func serve(c *cli.Context) error {
 		Offer:       offerOf(f),
 		NOPInterval: tm.NOPInterval,
 		NOPTimeout:  tm.NOPTimeout,
+		BusyPoll:    busyPollOf(f),
 		AccessMode:  target.AccessMode(f.Access),
 		StateDir:    sc.stateDir,
 		// Resource limits (hostile or broken peers).

@@ -102,6 +102,10 @@ func overrideFromFlags(c *cli.Context, sc *serveConfig, f *config.File) {
 		v := sc.nopTmo
 		f.NOPTimeout = &v
 	}
+	if c.IsSet("busy-poll") {
+		v := sc.busyPoll
+		f.BusyPoll = &v
+	}
 	if len(f.Listen) == 0 {
 		f.Listen = sc.listen
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/iscsi-target/iscsi-target/internal/config"
+	"github.com/iscsi-target/iscsi-target/target"
 )
 
 // effectiveFor runs serve's flag parsing with args and returns the model
@@ -91,5 +92,41 @@ targets:
 	f, err = effectiveFor(t, "--iqn", "iqn.2026-11.test:z", "--lun", "/srv/z.img", "--lun", "/srv/y.img,id=5")
 	if err != nil || len(f.Targets) != 1 || len(f.Targets[0].LUNs) != 2 || *f.Targets[0].LUNs[1].ID != 5 {
 		t.Fatalf("flags only: %v %+v", err, f)
+	}
+}
+
+// busy_poll: the default without file or flag, the file's value, 0 as
+// "off" (negative for the target), the flag over the file; the bound
+// config checks is the target's.
+func TestBusyPollSetting(t *testing.T) {
+	if config.MaxBusyPoll != target.MaxBusyPoll {
+		t.Fatalf("config.MaxBusyPoll %v, target.MaxBusyPoll %v", config.MaxBusyPoll, target.MaxBusyPoll)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "c.yaml")
+	os.WriteFile(conf, []byte("busy_poll: 0s\ntargets:\n  - name: iqn.2026-11.test:a\n    luns: [{path: /srv/a.img}]\n"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{[]string{"--lun", "/srv/x.img,size=1MiB"}, 50 * time.Microsecond},
+		{[]string{"--lun", "/srv/x.img,size=1MiB", "--busy-poll", "200us"}, 200 * time.Microsecond},
+		{[]string{"--lun", "/srv/x.img,size=1MiB", "--busy-poll", "0"}, -1},
+		{[]string{"--config", conf}, -1},
+		{[]string{"--config", conf, "--busy-poll", "20us"}, 20 * time.Microsecond},
+	} {
+		f, err := effectiveFor(t, tc.args...)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if got := busyPollOf(f); got != tc.want {
+			t.Errorf("%v: busy poll %v, want %v", tc.args, got, tc.want)
+		}
+	}
+	a, b := &config.File{}, &config.File{}
+	v := 100 * time.Microsecond
+	b.BusyPoll = &v
+	if w := restartOnly(a, b); len(w) != 1 || w[0] != "busy_poll changed: takes effect at the next restart" {
+		t.Fatalf("reload warnings %q", w)
 	}
 }

@@ -41,6 +41,9 @@ type File struct {
 	// disables pings).
 	NOPInterval *time.Duration `yaml:"nop_interval,omitempty"`
 	NOPTimeout  *time.Duration `yaml:"nop_timeout,omitempty"`
+	// BusyPoll is how long a receiver polls its empty socket for the
+	// next command before it sleeps (0 disables; nil: the default).
+	BusyPoll *time.Duration `yaml:"busy_poll,omitempty"`
 	// Negotiation limits what the target offers at login.
 	Negotiation Negotiation `yaml:"negotiation,omitempty"`
 	// CHAPMinSecretLength is the shortest CHAP secret accepted; 0 means

@@ -7,6 +7,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // MaxLUNID is the largest LUN number (flat space addressing, SAM-5 §4.7.7).
@@ -21,6 +22,10 @@ const (
 // CHAPAlgorithms are the names accepted in chap.algorithms (case, "-"
 // and "_" do not matter; IANA numbers 5-8 are accepted too).
 var CHAPAlgorithms = []string{"SHA3-256", "SHA-256", "SHA-1", "MD5"}
+
+// MaxBusyPoll is the longest busy_poll accepted (the target's own bound,
+// target.MaxBusyPoll; a test in cmd/iscsi-target keeps the two equal).
+const MaxBusyPoll = time.Millisecond
 
 // DefaultCHAPMinSecretLength is the shortest secret accepted by default.
 const DefaultCHAPMinSecretLength = 12
@@ -169,6 +174,9 @@ func (f *File) Validate() Diags {
 	v.access(f.Pos, f.Access)
 	if f.NOPTimeout != nil && *f.NOPTimeout <= 0 {
 		v.err(f.Pos, "nop_timeout", "nop_timeout must be > 0")
+	}
+	if f.BusyPoll != nil && (*f.BusyPoll < 0 || *f.BusyPoll > MaxBusyPoll) {
+		v.err(f.Pos, "busy_poll", "busy_poll must be between 0 (off) and %v", MaxBusyPoll)
 	}
 	v.negotiation(&f.Negotiation)
 	if l := &f.Limits; l.MaxConnections < 0 || l.MaxConnectionsPerSource < 0 {

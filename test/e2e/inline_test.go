@@ -15,7 +15,8 @@ import (
 
 // TestInlineQD1QemuImg: at queue depth 1 QEMU's libiscsi driver gets its
 // reads and writes run by the connection's receiver (target/inline.go),
-// as /metrics shows, and the data is what it wrote.
+// whose socket is busy-polled between commands (target/busypoll.go), as
+// /metrics shows, and the data is what it wrote.
 func TestInlineQD1QemuImg(t *testing.T) {
 	harness.RequireTools(t, "qemu-img")
 	const iqn = "iqn.2026-11.test:e2e-inline"
@@ -47,6 +48,13 @@ func TestInlineQD1QemuImg(t *testing.T) {
 	}
 	if v := s2[sample("iscsi_target_inline_handovers_total")]; v != 0 {
 		t.Logf("%v receivers were handed over (a write blocked for 10 ms or more)", v)
+	}
+	// Between one command's answer and the next, the receiver polled the
+	// socket (the default --busy-poll 50us) and mostly found the command.
+	hit, miss := sample("iscsi_target_busy_polls_total", "outcome", "data"), sample("iscsi_target_busy_polls_total", "outcome", "empty")
+	t.Logf("busy polls over %d commands: %v found the next PDU, %v ran out", 2*n, delta(t, s0, s2, hit), delta(t, s0, s2, miss))
+	if delta(t, s0, s2, hit) == 0 {
+		t.Errorf("no busy poll found a command over %d commands at queue depth 1", 2*n)
 	}
 
 	// What the inline writes stored: the pattern in every written block,

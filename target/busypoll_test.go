@@ -1,0 +1,77 @@
+package target_test
+
+import (
+	"bytes"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/iscsi-target/iscsi-target/target"
+	"github.com/iscsi-target/iscsi-target/target/targettest"
+)
+
+// qd1 writes and reads back rounds blocks one command at a time, with
+// immediate data or with unsolicited Data-Out (so the session also waits
+// for the initiator while a command collects its data).
+func qd1(t *testing.T, c *targettest.Client, rounds int) {
+	t.Helper()
+	for i := range rounds {
+		data := pattern(4096, byte(i))
+		o := targettest.CommandOptions{NoImmediate: i%2 == 1}
+		r, err := c.Command(cdbWrite10(uint32(i*8), 8), data, 0, o)
+		if err != nil || r.Status != 0 {
+			t.Fatalf("WRITE(10) %d: %v status %#x", i, err, statusOf(r))
+		}
+		r, err = c.Command(cdbRead10(uint32(i*8), 8), nil, 4096, targettest.CommandOptions{})
+		if err != nil || r.Status != 0 {
+			t.Fatalf("READ(10) %d: %v status %#x", i, err, statusOf(r))
+		}
+		if !bytes.Equal(r.Data, data) {
+			t.Fatalf("READ(10) %d returned other data than written", i)
+		}
+	}
+}
+
+// TestBusyPollAtQD1: a session at queue depth 1 is polled for its next
+// command (the window is generous, 1 ms, so that a loaded machine still
+// gets most commands in it), and the data stays right.
+func TestBusyPollAtQD1(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("busy polling needs GOMAXPROCS >= 2")
+	}
+	tg := targettest.Start(t, targettest.Options{Configure: func(c *target.Config) { c.BusyPoll = time.Millisecond }})
+	c := login(t, tg, 1)
+	tur(t, c)
+	const rounds = 200
+	qd1(t, c, rounds)
+	st := tg.Server.Stats().BusyPoll
+	t.Logf("%d polls found data, %d ran out, over %d commands", st.Data, st.Empty, 2*rounds)
+	if st.Data == 0 {
+		t.Errorf("no poll found data over %d commands at queue depth 1 (%+v)", 2*rounds, st)
+	}
+}
+
+// TestBusyPollOff: BusyPoll < 0, or GOMAXPROCS 1, never polls.
+func TestBusyPollOff(t *testing.T) {
+	check := func(name string, tg *targettest.Target) {
+		c := login(t, tg, 1)
+		tur(t, c)
+		qd1(t, c, 20)
+		if st := tg.Server.Stats().BusyPoll; st != (target.BusyPollStats{}) {
+			t.Errorf("%s: %+v, want no polls", name, st)
+		}
+	}
+	check("BusyPoll -1", targettest.Start(t, targettest.Options{Configure: func(c *target.Config) { c.BusyPoll = -1 }}))
+	prev := runtime.GOMAXPROCS(1)
+	tg := targettest.Start(t, targettest.Options{})
+	runtime.GOMAXPROCS(prev)
+	check("GOMAXPROCS 1", tg)
+}
+
+// TestBusyPollTooLong: a window over 1 ms is refused.
+func TestBusyPollTooLong(t *testing.T) {
+	_, err := target.NewServer(target.Config{BusyPoll: 2 * time.Millisecond})
+	if err == nil {
+		t.Fatal("BusyPoll 2ms accepted")
+	}
+}
