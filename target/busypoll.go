@@ -85,6 +85,13 @@ func (p *busyPoll) stats() BusyPollStats {
 	return BusyPollStats{Data: p.data.Load(), Empty: p.empty.Load()}
 }
 
+// waitsOnInitiator reports whether the connection's next PDU is all that
+// can happen next: no task of the session is executing (each is retired
+// or still collecting its Data-Out).
+func (c *conn) waitsOnInitiator() bool {
+	return c.sess.sched.started.Load() == 0
+}
+
 // connPoll is a connection's part, used by its receiver only.
 type connPoll struct {
 	srv  *busyPoll
@@ -93,6 +100,14 @@ type connPoll struct {
 	last uint16      // the skip set by the last empty poll
 	miss bool        // the last poll was empty
 	mid  bool        // the receiver is reading a PDU's data segment
+	cmds uint8       // SCSI commands read since the socket was last empty
+}
+
+// command counts a SCSI Command PDU read (the receiver calls it).
+func (cp *connPoll) command() {
+	if cp.cmds < 2 {
+		cp.cmds++
+	}
 }
 
 // poll reads fd into p until data arrives, the window ends or the socket
@@ -100,6 +115,13 @@ type connPoll struct {
 // poll; otherwise it returns read's result (EAGAIN: the window ended).
 func (cp *connPoll) poll(fd int, p []byte) (n int, polled bool, err error) {
 	if cp.srv == nil || cp.srv.window == 0 {
+		return 0, false, nil
+	}
+	burst := cp.cmds > 1
+	cp.cmds = 0
+	if burst {
+		// The initiator had queued commands: it keeps several in
+		// flight, and sleeping lets the next ones arrive together.
 		return 0, false, nil
 	}
 	if cp.skip > 0 {

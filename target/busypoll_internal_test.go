@@ -35,8 +35,9 @@ func TestBusyPollSlots(t *testing.T) {
 // TestBusyPollBackoff drives one connection's poll over a real socket:
 // data already there is read and counted; empty polls back off (the
 // first one alone costs nothing, then 1, 3, 7 ... waits are skipped); a
-// poll that finds data resets the backoff; a receiver reading the rest of
-// a PDU polls even while commands execute.
+// poll that finds data resets the backoff; a wait after several commands
+// arrived together does not poll; a receiver reading the rest of a PDU
+// polls even while commands execute.
 func TestBusyPollBackoff(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("busy polling needs GOMAXPROCS >= 2")
@@ -107,6 +108,20 @@ func TestBusyPollBackoff(t *testing.T) {
 	}
 	if got := pattern(2); !got[0] || !got[1] {
 		t.Fatalf("after data, the next two waits polled %v, want both", got)
+	}
+
+	// Two commands read since the socket was last empty: the initiator
+	// pipelines, no poll; the wait after that (one command) polls again.
+	cp.skip, cp.last, cp.miss = 0, 0, false
+	cp.command()
+	cp.command()
+	cp.command()
+	if _, p, _ := cp.poll(fd, buf); p {
+		t.Fatal("polled after a burst of commands")
+	}
+	cp.command()
+	if _, p, _ := cp.poll(fd, buf); !p {
+		t.Fatal("no poll after a single command")
 	}
 
 	// Commands executing: no poll, unless the receiver is inside a PDU.

@@ -153,6 +153,12 @@ var dataPathCases = []struct {
 // TestDataPathAllocations proves the steady-state iSCSI data path (PDU
 // decode, task set, device server, memory backstore, Data-In/R2T/response
 // encoding and the writev) allocates nothing per command.
+//
+// AllocsPerRun counts every allocation of the process, so goroutines of
+// earlier tests that are still winding down count too, and on a starved
+// machine a receiver held up for two watchdog ticks is handed over (a new
+// goroutine). A measurement is therefore repeated up to three times: an
+// allocation on the data path shows in every one of them.
 func TestDataPathAllocations(t *testing.T) {
 	for _, tc := range dataPathCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,13 +166,21 @@ func TestDataPathAllocations(t *testing.T) {
 			for i := 0; i < 50; i++ { // warm pools, workers and buffers
 				r.do(t, tc.write)
 			}
-			allocs := testing.AllocsPerRun(200, func() { r.do(t, tc.write) })
-			if r.lastSt != 0 {
-				t.Fatalf("status 0x%02x", r.lastSt)
+			var got []float64
+			for len(got) < 3 {
+				allocs := testing.AllocsPerRun(200, func() { r.do(t, tc.write) })
+				if r.lastSt != 0 {
+					t.Fatalf("status 0x%02x", r.lastSt)
+				}
+				if allocs == 0 {
+					if len(got) > 0 {
+						t.Logf("0 allocations per command after measurements of %v", got)
+					}
+					return
+				}
+				got = append(got, allocs)
 			}
-			if allocs != 0 {
-				t.Fatalf("%v allocations per command, want 0", allocs)
-			}
+			t.Fatalf("allocations per command in three measurements: %v, want 0", got)
 		})
 	}
 }

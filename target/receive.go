@@ -34,6 +34,7 @@ func (c *conn) receive() error {
 		var err error
 		switch op := c.hdr.BHS.Opcode(); op {
 		case pdu.OpSCSICommand:
+			c.sio.poll.command()
 			err = c.handleSCSICommand()
 		case pdu.OpDataOut:
 			err = c.handleDataOut()

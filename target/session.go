@@ -211,11 +211,6 @@ type session struct {
 	text    textState // multi-PDU text response in progress
 }
 
-// waitsOnInitiator reports whether every task of the session is either
-// retired or still collecting data: the session's next event comes from
-// the initiator (busypoll.go).
-func (s *session) waitsOnInitiator() bool { return s.sched.started.Load() == 0 }
-
 func newSession(c *conn, sp sessionSpec, tsih uint16) *session {
 	s := &session{
 		srv:            c.srv,
