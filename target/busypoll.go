@@ -39,6 +39,9 @@ import (
 //     nothing; an idle or slow initiator costs one poll in pollMaxSkip+1
 //     waits.
 
+// DefaultBusyPoll is Config.BusyPoll when it is 0.
+const DefaultBusyPoll = 50 * time.Microsecond
+
 // MaxBusyPoll bounds Config.BusyPoll: an initiator that has not sent its
 // next command within a millisecond is not waiting on us.
 const MaxBusyPoll = time.Millisecond
@@ -85,22 +88,17 @@ func (p *busyPoll) stats() BusyPollStats {
 	return BusyPollStats{Data: p.data.Load(), Empty: p.empty.Load()}
 }
 
-// waitsOnInitiator reports whether the connection's next PDU is all that
-// can happen next: no task of the session is executing (each is retired
-// or still collecting its Data-Out).
-func (c *conn) waitsOnInitiator() bool {
-	return c.sess.sched.started.Load() == 0
-}
-
 // connPoll is a connection's part, used by its receiver only.
 type connPoll struct {
-	srv  *busyPoll
-	idle func() bool // the session waits for the initiator only
-	skip uint16      // waits left to skip
-	last uint16      // the skip set by the last empty poll
-	miss bool        // the last poll was empty
-	mid  bool        // the receiver is reading a PDU's data segment
-	cmds uint8       // SCSI commands read since the socket was last empty
+	srv *busyPoll
+	// started is the session's count of executing tasks
+	// (scheduler.started): at 0 the next PDU is all that can happen.
+	started *atomic.Int32
+	skip    uint16 // waits left to skip
+	last    uint16 // the skip set by the last empty poll
+	miss    bool   // the last poll was empty
+	mid     bool   // the receiver is reading a PDU's data segment
+	cmds    uint8  // SCSI commands read since the socket was last empty
 }
 
 // command counts a SCSI Command PDU read (the receiver calls it).
@@ -128,7 +126,7 @@ func (cp *connPoll) poll(fd int, p []byte) (n int, polled bool, err error) {
 		cp.skip--
 		return 0, false, nil
 	}
-	if !cp.mid && !cp.idle() || !cp.srv.enter() {
+	if !cp.mid && cp.started.Load() != 0 || !cp.srv.enter() {
 		return 0, false, nil
 	}
 	defer cp.srv.leave()

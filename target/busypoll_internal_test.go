@@ -2,6 +2,7 @@ package target
 
 import (
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -49,8 +50,8 @@ func TestBusyPollBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newBusyPoll(200 * time.Microsecond)
-	idle := true
-	cp := connPoll{srv: srv, idle: func() bool { return idle }}
+	var started atomic.Int32 // the session's executing tasks
+	cp := connPoll{srv: srv, started: &started}
 	buf := make([]byte, 64)
 
 	// pattern runs n waits on the empty socket and returns, per wait,
@@ -126,7 +127,7 @@ func TestBusyPollBackoff(t *testing.T) {
 
 	// Commands executing: no poll, unless the receiver is inside a PDU.
 	cp.skip, cp.last, cp.miss = 0, 0, false
-	idle = false
+	started.Store(1)
 	if _, p, _ := cp.poll(fd, buf); p {
 		t.Fatal("polled while the session had a command executing")
 	}
@@ -139,7 +140,7 @@ func TestBusyPollBackoff(t *testing.T) {
 	// No slot, no poll; the slot is given back after every poll.
 	for srv.enter() {
 	}
-	idle = true
+	started.Store(0)
 	if _, p, _ := cp.poll(fd, buf); p {
 		t.Fatal("polled without a slot")
 	}
@@ -157,7 +158,7 @@ func TestSockIOReadPolls(t *testing.T) {
 	client, server := tcpPair(t)
 	s := newSockIO(server)
 	srv := newBusyPoll(100 * time.Microsecond)
-	s.poll = connPoll{srv: srv, idle: func() bool { return true }}
+	s.poll = connPoll{srv: srv, started: new(atomic.Int32)}
 	go func() {
 		time.Sleep(20 * time.Millisecond) // well after any poll window
 		_, _ = client.Write([]byte("late"))

@@ -1,7 +1,6 @@
 package target_test
 
 import (
-	"bytes"
 	"runtime"
 	"testing"
 	"time"
@@ -17,21 +16,9 @@ import (
 func qd1(t *testing.T, c *targettest.Client, rounds int) {
 	t.Helper()
 	for i := range rounds {
-		data := pattern(4096, byte(i))
-		o := targettest.CommandOptions{NoImmediate: i%2 == 1}
-		r, err := c.Command(cdbWrite10(uint32(i*8), 8), data, 0, o)
-		if err != nil || r.Status != 0 {
-			t.Fatalf("WRITE(10) %d: %v status %#x", i, err, statusOf(r))
-		}
-		r, err = c.Command(cdbRead10(uint32(i*8), 8), nil, 4096, targettest.CommandOptions{})
-		if err != nil || r.Status != 0 {
-			t.Fatalf("READ(10) %d: %v status %#x", i, err, statusOf(r))
-		}
-		if !bytes.Equal(r.Data, data) {
-			t.Fatalf("READ(10) %d returned other data than written", i)
-		}
+		writeReadBack(t, c, i, targettest.CommandOptions{NoImmediate: i%2 == 1})
 		if i%10 == 0 { // a command a worker runs
-			r, err = c.Command([]byte{0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0}, nil, 0, targettest.CommandOptions{})
+			r, err := c.Command([]byte{0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0}, nil, 0, targettest.CommandOptions{})
 			if err != nil || r.Status != 0 {
 				t.Fatalf("SYNCHRONIZE CACHE(10) %d: %v status %#x", i, err, statusOf(r))
 			}

@@ -30,6 +30,24 @@ func pattern(n int, seed byte) []byte {
 	return b
 }
 
+// writeReadBack writes 4 KiB of pattern i at block i*8 with o and reads
+// it back, one command at a time.
+func writeReadBack(t *testing.T, c *targettest.Client, i int, o targettest.CommandOptions) {
+	t.Helper()
+	data := pattern(4096, byte(i))
+	r, err := c.Command(cdbWrite10(uint32(i*8), 8), data, 0, o)
+	if err != nil || r.Status != 0 {
+		t.Fatalf("WRITE(10) %d: %v status %#x", i, err, statusOf(r))
+	}
+	r, err = c.Command(cdbRead10(uint32(i*8), 8), nil, 4096, targettest.CommandOptions{})
+	if err != nil || r.Status != 0 {
+		t.Fatalf("READ(10) %d: %v status %#x", i, err, statusOf(r))
+	}
+	if !bytes.Equal(r.Data, data) {
+		t.Fatalf("READ(10) %d returned other data than written", i)
+	}
+}
+
 func TestInlineReadWriteAtQD1(t *testing.T) {
 	tg := targettest.Start(t, targettest.Options{})
 	c := login(t, tg, 1)
@@ -37,18 +55,7 @@ func TestInlineReadWriteAtQD1(t *testing.T) {
 	before := tg.Server.Stats().Inline
 	const rounds = 50
 	for i := 0; i < rounds; i++ {
-		data := pattern(4096, byte(i))
-		r, err := c.Command(cdbWrite10(uint32(i*8), 8), data, 0, targettest.CommandOptions{})
-		if err != nil || r.Status != 0 {
-			t.Fatalf("WRITE(10) %d: %v status %#x", i, err, statusOf(r))
-		}
-		r, err = c.Command(cdbRead10(uint32(i*8), 8), nil, 4096, targettest.CommandOptions{})
-		if err != nil || r.Status != 0 {
-			t.Fatalf("READ(10) %d: %v status %#x", i, err, statusOf(r))
-		}
-		if !bytes.Equal(r.Data, data) {
-			t.Fatalf("READ(10) %d returned other data than written", i)
-		}
+		writeReadBack(t, c, i, targettest.CommandOptions{})
 	}
 	st := tg.Server.Stats().Inline
 	if got := st.Commands - before.Commands; got < 2*rounds {

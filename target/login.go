@@ -393,7 +393,7 @@ func (st *loginState) finish(req *pdu.LoginRequest, out pdu.Keys) (bool, error) 
 	c.params = params
 	c.digests = pdu.Digests{Header: params.HeaderDigest, Data: params.DataDigest}
 	c.sess = sess
-	c.sio.poll = connPoll{srv: c.srv.poll, idle: c.waitsOnInitiator}
+	c.sio.poll = connPoll{srv: c.srv.poll, started: &sess.sched.started}
 	c.log = sess.log.WithField("conn", c.id)
 	c.tx = newTransmitter(c, st.statSN)
 	c.inFFP.Store(true)

@@ -72,10 +72,11 @@ type Config struct {
 	// TCP_USER_TIMEOUT on accepted connections.
 	NOPTimeout time.Duration
 	// BusyPoll is how long a connection's receiver keeps reading its
-	// empty socket, once every command of its session has been answered,
-	// before it sleeps until data arrives (busypoll.go): it trades CPU for
-	// latency at low queue depth. Default 50 µs, at most 1 ms; negative
-	// disables polling. At most GOMAXPROCS-1 receivers poll at once.
+	// empty socket, while no command of its session executes and the
+	// initiator is not pipelining, before it sleeps until data arrives
+	// (busypoll.go): it trades CPU for latency at low queue depth.
+	// Default DefaultBusyPoll, at most MaxBusyPoll; negative disables
+	// polling. At most GOMAXPROCS-1 receivers poll at once.
 	BusyPoll time.Duration
 	// MaxConnections bounds the connections open at once, in login or
 	// later; default 1024. Connections beyond it are closed on accept.
@@ -144,7 +145,7 @@ func (c *Config) setDefaults() {
 		c.NOPTimeout = 10 * time.Second
 	}
 	if c.BusyPoll == 0 {
-		c.BusyPoll = 50 * time.Microsecond
+		c.BusyPoll = DefaultBusyPoll
 	}
 	if c.MaxConnections <= 0 {
 		c.MaxConnections = 1024

@@ -523,15 +523,12 @@ func restartOnly(a, b *config.File) []string {
 	return out
 }
 
-// defaultBusyPoll is the --busy-poll default (the target's own default).
-const defaultBusyPoll = 50 * time.Microsecond
-
 // busyPollOf returns f's busy-poll window as target.Config wants it:
 // negative when the file turns polling off.
 func busyPollOf(f *config.File) time.Duration {
 	switch {
 	case f.BusyPoll == nil:
-		return defaultBusyPoll
+		return target.DefaultBusyPoll
 	case *f.BusyPoll == 0:
 		return -1
 	}

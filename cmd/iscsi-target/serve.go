@@ -47,7 +47,7 @@ LUN SPEC: PATH[,size=SIZE][,ro][,thin][,removable][,blocksize=512|4096][,serial=
 			&cli.StringFlag{Name: "state-dir", Usage: "`DIR` for persistent state (default /var/lib/iscsi-target, or ~/.local/state/iscsi-target when not root)"},
 			&cli.DurationFlag{Name: "nop-interval", Value: 5 * time.Second, Usage: "send a NOP-In ping after this much silence (0 disables)"},
 			&cli.DurationFlag{Name: "nop-timeout", Value: 10 * time.Second, Usage: "declare a connection dead when a ping is not answered in this time"},
-			&cli.DurationFlag{Name: "busy-poll", Value: defaultBusyPoll, Usage: "poll an idle session's socket this long for its next command before sleeping: lower latency at queue depth 1 for CPU (0 disables, at most 1ms)"},
+			&cli.DurationFlag{Name: "busy-poll", Value: target.DefaultBusyPoll, Usage: "poll an idle session's socket this long for its next command before sleeping: lower latency at queue depth 1 for CPU (0 disables, at most 1ms)"},
 			metricsListenFlag(),
 			&cli.StringFlag{Name: "admin-socket", Usage: "`PATH` of the admin socket used by the sessions and lease commands (default STATE-DIR/admin.sock; \"none\" disables it)"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long SIGTERM waits for initiators to log out"},
