@@ -397,8 +397,14 @@ func TestKernelCrashRestart(t *testing.T) {
 	ackedAtKill, _, _ := kernelProgress(r)
 	t.Logf("killed %s (SIGKILL) after %d acknowledged writes (%d when the kill was decided)", peer.Name, ackedAtKill, acked)
 	time.Sleep(downFor)
-	if n, _, _ := kernelProgress(r); n > ackedAtKill {
-		t.Errorf("%d writes acknowledged while the target was dead", n-ackedAtKill)
+	// The writer has one write in flight at a time. The target may have
+	// answered it just before the kill, and the guest (TCG on a loaded
+	// host) record it after ackedAtKill was read: a clean-clone CI run saw
+	// write 104 recorded that way, and the next one stall until the
+	// restart. A second write recorded meanwhile would have been issued
+	// after the kill and answered by no one.
+	if n, _, _ := kernelProgress(r); n > ackedAtKill+1 {
+		t.Errorf("%d writes acknowledged while the target was dead (one may have been answered before the kill)", n-ackedAtKill)
 	}
 	peer.Restart(t)
 	restartedAt := time.Now()
