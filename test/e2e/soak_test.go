@@ -135,7 +135,7 @@ func TestSoak(t *testing.T) {
 		elapsed.Round(time.Second), sessions, logins.Load(), ops.Load(), pings.Load(), tmfs.Load(), resets.Load())
 	for i, r := range samples {
 		t.Logf("  t=%3ds goroutines %5d  fds %4d  rss %6.1f MiB  heap %6.1f MiB  sessions %d", (i+1)*10, r.Goroutines, r.FDs,
-			mib(r.RSSBytes), mib(int64(r.HeapBytes)), r.Sessions)
+			mib(r.RSSBytes), mib(r.HeapBytes), r.Sessions)
 	}
 	if t.Failed() {
 		return
@@ -167,14 +167,14 @@ func TestSoak(t *testing.T) {
 	// and the end must stay within an allowance of it. RSS (which under the
 	// race detector includes shadow memory the collector never returns) and
 	// the live heap are checked separately.
-	const warmFrom, warmTo = 2, 4 // sample indexes: t=20s .. t=40s
-	if len(samples) <= warmTo {
+	const warmFirst, warmEnd = 1, 4 // samples[i] is at t=(i+1)*10 s: the warm window is 20..40 s
+	if len(samples) <= warmEnd {
 		t.Logf("RSS idle %.1f MiB, end %.1f MiB: too short a soak for the flatness check", mib(idle.RSSBytes), mib(end.RSSBytes))
 		return
 	}
 	var warmRSS int64
 	var warmHeap uint64
-	for _, r := range samples[warmFrom-1 : warmTo] {
+	for _, r := range samples[warmFirst:warmEnd] {
 		warmRSS = max(warmRSS, r.RSSBytes)
 		warmHeap = max(warmHeap, r.HeapBytes)
 	}
@@ -182,24 +182,24 @@ func TestSoak(t *testing.T) {
 	heapLimit := warmHeap + max(warmHeap/4, 8<<20)
 	t.Logf("RSS idle %.1f MiB, warm %.1f MiB, end %.1f MiB (limit %.1f); heap idle %.1f MiB, warm %.1f MiB, end %.1f MiB (limit %.1f)",
 		mib(idle.RSSBytes), mib(warmRSS), mib(end.RSSBytes), mib(rssLimit),
-		mib(int64(idle.HeapBytes)), mib(int64(warmHeap)), mib(int64(end.HeapBytes)), mib(int64(heapLimit)))
-	for i, r := range append(samples[warmTo:], end) {
-		when := fmt.Sprintf("t=%ds", (warmTo+i+1)*10)
-		if i == len(samples)-warmTo {
-			when = "the end"
-		}
+		mib(idle.HeapBytes), mib(warmHeap), mib(end.HeapBytes), mib(heapLimit))
+	check := func(r *harness.Runtime, when string) {
 		if r.RSSBytes > rssLimit {
 			t.Errorf("RSS %.1f MiB at %s exceeds the warm figure %.1f MiB by more than the allowance",
 				mib(r.RSSBytes), when, mib(warmRSS))
 		}
 		if r.HeapBytes > heapLimit {
 			t.Errorf("live heap %.1f MiB at %s exceeds the warm figure %.1f MiB by more than the allowance",
-				mib(int64(r.HeapBytes)), when, mib(int64(warmHeap)))
+				mib(r.HeapBytes), when, mib(warmHeap))
 		}
 	}
+	for i := warmEnd; i < len(samples); i++ {
+		check(samples[i], fmt.Sprintf("t=%ds", (i+1)*10))
+	}
+	check(end, "the end")
 }
 
-func mib(n int64) float64 { return float64(n) / (1 << 20) }
+func mib[N int64 | uint64](n N) float64 { return float64(n) / (1 << 20) }
 
 // soakWorker owns a region of the LUN and remembers the checksum of every
 // block it wrote there, so each read is verified.
