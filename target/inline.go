@@ -110,6 +110,9 @@ func (c *conn) runInline(t *task) (err error) {
 	}()
 	s := c.sess
 	if t.complete {
+		if h := c.srv.workerHook.Load(); h != nil {
+			(*h)(t.cmd.CDB)
+		}
 		s.finish(t, true)
 	} else {
 		in.runs.Add(1)

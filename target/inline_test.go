@@ -13,6 +13,7 @@ import (
 
 	"github.com/iscsi-target/iscsi-target/backstore"
 	"github.com/iscsi-target/iscsi-target/backstore/faulty"
+	"github.com/iscsi-target/iscsi-target/target"
 	"github.com/iscsi-target/iscsi-target/target/pdu"
 	"github.com/iscsi-target/iscsi-target/target/targettest"
 )
@@ -179,4 +180,46 @@ func TestInlineBlockedWriteHandsOverReceiver(t *testing.T) {
 	if err != nil || r.Status != 0 || !bytes.Equal(r.Data, pattern(512, 9)) {
 		t.Fatalf("READ(10) after the handover: %v status %#x", err, statusOf(r))
 	}
+}
+
+// A command answered on the receiver without executing (Plan completed it:
+// here an unknown opcode) is the answering goroutine's until it is
+// answered. If the watchdog hands the receiver role away meanwhile and the
+// initiator then drops the connection, the new receiver's cleanup must
+// wait for that command, not free it under the goroutine still answering
+// it (a task freed twice is handed to two commands later; FuzzSession
+// found this under load).
+func TestInlineAnswerOutlivesHandover(t *testing.T) {
+	tg := targettest.Start(t, targettest.Options{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	target.SetWorkerHook(tg.Server, func(cdb []byte) {
+		if cdb[0] == 0xff {
+			close(entered)
+			select {
+			case <-release:
+			case <-time.After(30 * time.Second):
+			}
+		}
+	})
+	c := login(t, tg, 1)
+	tur(t, c)
+	if _, err := c.Send([]byte{0xff, 0, 0, 0, 0, 0}, nil, 0, targettest.CommandOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	waitStats(t, tg.Server, "the receiver handed over", func(s target.Stats) bool { return s.Inline.Handovers == 1 })
+	c.Close()
+	// The new receiver sees the connection end and cleans the session
+	// up; the cleanup has to wait for the command being answered.
+	time.Sleep(200 * time.Millisecond)
+	if n := len(tg.Server.Sessions()); n != 1 {
+		t.Errorf("%d sessions while a command of the dropped one was still being answered, want 1 (its cleanup did not wait)", n)
+	}
+	close(release)
+	st := waitStats(t, tg.Server, "the session ended", func(s target.Stats) bool { return s.Nodes[0].Sessions == 0 })
+	if p := st.Panics; p != 0 {
+		t.Errorf("%d panics (a task freed twice?)", p)
+	}
+	// The server goes on.
+	tur(t, login(t, tg, 2))
 }

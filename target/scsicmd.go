@@ -183,7 +183,14 @@ func (c *conn) progress(t *task) error {
 	s := c.sess
 	if t.complete {
 		// Planned to completion (an error found before data moved): the
-		// unsolicited data has been absorbed, answer now.
+		// unsolicited data has been absorbed, answer now. From here t is
+		// running, like a task the scheduler starts: should the watchdog
+		// hand the receiver role away while this goroutine answers it,
+		// the session's cleanup on the new receiver waits for t instead of
+		// freeing it under this one (found by FuzzSession).
+		s.mu.Lock()
+		t.state = stateRunning
+		s.mu.Unlock()
 		return c.runInline(t)
 	}
 	if t.nextR2TOff < t.unsolRecv {

@@ -282,7 +282,8 @@ type Server struct {
 
 	// workerHook, set only by tests (export_test.go), is called with each
 	// command's CDB where it executes (a worker or the receiver), ahead
-	// of execution, outside the device server's own recover.
+	// of execution, outside the device server's own recover; for a
+	// command Plan completed, where the receiver answers it.
 	workerHook atomic.Pointer[func(cdb []byte)]
 	// tmfHook, likewise, runs at the start of the goroutine that sends a
 	// task management response once the aborted tasks have drained.

@@ -168,6 +168,11 @@ func (s *Server) getTask(sess *session) *task {
 }
 
 func (s *Server) putTask(t *task) {
+	if t.sess == nil {
+		// Freed before: pooling it again would hand one task to two
+		// commands. A bug, so a panic (recovered: it costs a connection).
+		panic("iscsi: task freed twice")
+	}
 	t.releaseBuf()
 	t.sess = nil
 	s.tasks.Put(t)
